@@ -1,0 +1,96 @@
+"""Configuration of pretraining runs (dataclasses; presets in ``S2DCCore/configs/<preset>.yaml``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from S2DCCore.config import PreprocessConfig, RuntimeConfig
+from S2DCCore.data.views import ViewConfig
+from S2DCCore.losses.s2dc import S2DCLossConfig
+from S2DCCore.models.encoders import EncoderConfig
+from S2DCCore.training.methods.s2dc import S2DCModelConfig
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with linear warm-up and cosine decay (official S²DC: lr 3e-4, weight decay 0.1, warm-up 500).
+
+    Attributes:
+        grad_clip: max global gradient norm (0 = off; the official default is off, 1.0 when enabled).
+        min_lr_ratio: floor of the cosine as a fraction of the peak (clamped to ≤ 1).
+    """
+
+    lr: float = 3e-4
+    weight_decay: float = 0.1
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.0
+    grad_clip: float = 1.0
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """Everything a pretraining run needs besides its data and output folders.
+
+    Attributes:
+        method: ``s2dc`` (more methods register in `S2DCCore.training.methods`).
+        preset: name of the preset the config started from (recorded in the model card).
+        steps: optimisation steps. batch_size: regions (volumes) per step and process.
+        precision: ``bf16``/``fp16`` autocast on CUDA; CPU always runs fp32.
+        save_every: steps between resumable checkpoints (and at the end).
+        log_every: steps between metric lines / progress updates.
+        cache_volumes: preprocessed volumes kept in memory.
+        progress: ``bar`` (stderr), ``json`` (JSON lines on stdout, for the Slicer worker) or ``none``.
+    """
+
+    method: str = "s2dc"
+    preset: str = "base"
+    steps: int = 100_000
+    batch_size: int = 1
+    precision: str = "bf16"
+    save_every: int = 200
+    log_every: int = 10
+    cache_volumes: int = 64
+    progress: str = "bar"
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(feature_size=48))
+    views: ViewConfig = field(default_factory=ViewConfig)
+    s2dc_model: S2DCModelConfig = field(default_factory=S2DCModelConfig)
+    s2dc: S2DCLossConfig = field(default_factory=S2DCLossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(spacing=None, ct_window=(-1000.0, 1000.0)))
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Supervised fine-tuning of SwinUNETR for segmentation (from an encoder, or from scratch).
+
+    Attributes:
+        preset: preset name recorded in the model card.
+        steps / batch_size: optimisation steps; volumes per step (each gives ``crops_per_volume`` crops).
+        roi: training crop and sliding-window size (multiples of 32).
+        crops_per_volume: foreground-aware crops per volume and step (MONAI RandCropByPosNegLabeld, pos:neg 1:1).
+        train_cases: labelled cases to train on (the first K of the training split; 0 = all).
+        val_cases: held-out cases to validate on when the cohort has no validation split (0 = none).
+        val_every: steps between sliding-window validations (and at the end); the best mean Dice is kept.
+        sw_overlap: sliding-window overlap for validation.
+        encoder: used from scratch; with ``--init`` the encoder's own card decides the architecture.
+        preprocess: ``spacing: null`` means the training cases' median spacing (recorded in the card).
+    """
+
+    preset: str = "base"
+    steps: int = 2000
+    batch_size: int = 1
+    roi: tuple[int, int, int] = (96, 96, 96)
+    crops_per_volume: int = 2
+    train_cases: int = 0
+    val_cases: int = 4
+    val_every: int = 200
+    sw_overlap: float = 0.5
+    precision: str = "bf16"
+    save_every: int = 200
+    log_every: int = 10
+    progress: str = "bar"
+    encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(feature_size=48))
+    optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=1e-5, warmup_steps=50))
+    preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(spacing=None))
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

@@ -1,0 +1,71 @@
+"""The ``s2dc`` command line, run as a real process: exit codes, one-line errors, no torch at start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from S2DCCore.io.image import write_image
+
+
+def s2dc(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "S2DCCore.cli.main", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def test_console_script_is_installed():
+    script = Path(sys.executable).parent / "s2dc"
+    assert script.exists()
+    result = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("s2dc ")
+
+
+def test_help_and_import_do_not_import_torch():
+    code = ("import sys, S2DCCore; from S2DCCore.cli.main import build_parser; build_parser().format_help();"
+            "print('torch' in sys.modules, 'monai' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.split() == ["False", "False"]
+    result = s2dc("--help")
+    assert result.returncode == 0 and "phantoms" in result.stdout and "check" in result.stdout
+
+
+def test_usage_error_exits_2():
+    result = s2dc("check")
+    assert result.returncode == 2 and "required" in result.stderr
+
+
+def test_missing_input_is_one_line_naming_the_file(tmp_path):
+    result = s2dc("preview", tmp_path / "absent.nii.gz", "-o", tmp_path / "p.png")
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"s2dc preview: error: {tmp_path / 'absent.nii.gz'}: no such file or folder"
+    assert not (tmp_path / "p.png").exists()
+
+
+def test_verbose_gives_the_traceback(tmp_path):
+    result = s2dc("--verbose", "preview", tmp_path / "absent.nii.gz", "-o", tmp_path / "p.png")
+    assert result.returncode == 1 and "Traceback" in result.stderr
+
+
+def test_check_reports_bad_files_and_exits_1(tmp_path):
+    write_image(tmp_path / "c" / "good.nii.gz", np.zeros((5, 5, 5), np.float32), np.eye(4))
+    write_image(tmp_path / "c" / "flat.nii.gz", np.zeros((5, 5), np.float32), np.eye(4))
+    (tmp_path / "c" / "text.nii.gz").write_text("no")
+    result = s2dc("check", tmp_path / "c", "--json", tmp_path / "r.json")
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2 and all(line.startswith("s2dc check: ") for line in lines)
+    assert any("flat.nii.gz: 2-D image" in line for line in lines)
+    assert any("text.nii.gz: not a readable NIfTI" in line for line in lines)
+    assert "good" in result.stdout and "3 cases, 1 readable, 2 problems" in result.stdout
+    assert (tmp_path / "r.json").exists()
+
+
+def test_preview_refuses_to_overwrite(tmp_path):
+    image = write_image(tmp_path / "a.nii.gz", np.zeros((5, 5, 5), np.float32), np.eye(4))
+    (tmp_path / "p.png").write_bytes(b"user file")
+    result = s2dc("preview", image, "-o", tmp_path / "p.png")
+    assert result.returncode == 2 and "refusing to overwrite" in result.stderr
+    assert (tmp_path / "p.png").read_bytes() == b"user file"

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The whole test suite (the README's test command): builds .venv if needed, then runs pytest on Testing/.
+# Extra arguments go to pytest (e.g. tools/test.sh -k geometry -x).
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/tools/env.sh"
+cd "$ROOT"
+set +e
+python -m pytest Testing "$@"
+status=$?
+set -e
+if [ "$status" -eq 5 ]; then
+  echo "tools/test.sh: no tests ran" >&2
+  exit 1
+fi
+exit "$status"
