@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from S2DCCore.config import PreprocessConfig, RuntimeConfig
+from S2DCCore.errors import UsageError
 from S2DCCore.data.views import ViewConfig
 from S2DCCore.losses.s2dc import S2DCLossConfig
 from S2DCCore.models.encoders import EncoderConfig
@@ -94,3 +95,8 @@ class FinetuneConfig:
     optim: OptimConfig = field(default_factory=lambda: OptimConfig(lr=1e-4, weight_decay=1e-5, warmup_steps=50))
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(spacing=None))
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        # SwinUNETR's bottleneck is 1/32 of the crop and instance-normalised: it needs ≥ 2 voxels per side.
+        if any(r % 32 or r < 64 for r in self.roi):
+            raise UsageError(f"finetune.roi must be multiples of 32 and at least 64, not {tuple(self.roi)}")

@@ -237,7 +237,7 @@ def _batches(cases: list[dict], rng: np.random.Generator, config: FinetuneConfig
     augment = mt.Compose([
         mt.SpatialPadd(keys=["image", "label"], spatial_size=config.roi),
         mt.RandCropByPosNegLabeld(keys=["image", "label"], label_key="label", spatial_size=config.roi, pos=1, neg=1,
-                                  num_samples=config.crops_per_volume, image_key="image", image_threshold=0),
+                                  num_samples=config.crops_per_volume),
         mt.RandFlipd(keys=["image", "label"], prob=0.2, spatial_axis=0),
         mt.RandFlipd(keys=["image", "label"], prob=0.2, spatial_axis=1),
         mt.RandFlipd(keys=["image", "label"], prob=0.2, spatial_axis=2),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -69,3 +70,29 @@ def test_preview_refuses_to_overwrite(tmp_path):
     result = s2dc("preview", image, "-o", tmp_path / "p.png")
     assert result.returncode == 2 and "refusing to overwrite" in result.stderr
     assert (tmp_path / "p.png").read_bytes() == b"user file"
+
+
+def test_phantoms_then_check_acceptance(tmp_path):
+    """The issue's acceptance: phantoms --preview, then check exits 0; same seed → byte-identical labels."""
+    for name in ("a", "b"):
+        result = s2dc("phantoms", tmp_path / name, "--cases", 2, "--size", 32, "--seed", 1, "--preview")
+        assert result.returncode == 0, result.stderr
+    check = s2dc("check", tmp_path / "a")
+    assert check.returncode == 0, check.stderr
+    assert "2 cases, 2 readable, 0 problems" in check.stdout
+    for label in sorted((tmp_path / "a" / "labelsTr").iterdir()):
+        assert label.read_bytes() == (tmp_path / "b" / "labelsTr" / label.name).read_bytes()
+    names = json.loads((tmp_path / "a" / "dataset.json").read_text())["labels"]
+    assert len([v for k, v in names.items() if k != "0"]) >= 8
+    assert len(list((tmp_path / "a" / "preview").glob("*.png"))) == 2
+    again = s2dc("phantoms", tmp_path / "a", "--cases", 1, "--size", 32)
+    assert again.returncode == 2 and "a" in again.stderr
+
+
+def test_demo_writes_report_and_summary(tmp_path):
+    result = s2dc("demo", tmp_path / "demo", "--cases", 2, "--size", 32)
+    assert result.returncode == 0, result.stderr
+    report = (tmp_path / "demo" / "report.html").read_text()
+    assert "<table>" in report and "data:image/png;base64," in report
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["cases"] == 2

@@ -91,7 +91,7 @@ class S2DCMethod(nn.Module):
         self.student = S2DCNetwork(encoder, model)
         self.teacher = make_teacher(self.student)
         self.criterion = S2DCLoss(loss)
-        self.queue = FeatureQueue(loss.queue_size, model.head_out) if loss.weight_global > 0 else None
+        self.queue = FeatureQueue(loss.queue_size, model.head_out, loss.normalize_global) if loss.weight_global > 0 else None
         self.momentum = model.ema_momentum
         self.grid, self.tokens_per_crop, self.mode = tuple(grid), tuple(tokens_per_crop), mode
         self.use_tokens = loss.weight_p2p > 0 or loss.weight_p2s > 0
