@@ -53,13 +53,14 @@ def hd95_mm(pred: np.ndarray, ref: np.ndarray, spacing) -> float:
     return float(compute_hausdorff_distance(y_pred, y, percentile=95, spacing=list(spacing))[0, 0])
 
 
-def select_cases(cases: tuple[Case, ...], split: str, train_names: list[str]) -> list[Case]:
-    """Labelled cases of ``split``; ``heldout`` = every labelled case the model was not trained on."""
+def select_cases(cases: tuple[Case, ...], split: str, used_names: list[str]) -> list[Case]:
+    """Labelled cases of ``split``; ``heldout`` = every labelled case the model never saw (``used_names``:
+    its training and validation cases — validation chose the checkpoint, so it is not held out)."""
     if split not in SPLITS:
         raise UsageError(f"--split must be one of {', '.join(SPLITS)}, not {split!r}")
     labelled = [c for c in cases if c.label is not None]
     if split == "heldout":
-        return [c for c in labelled if c.name not in set(train_names)]
+        return [c for c in labelled if c.name not in set(used_names)]
     return labelled if split == "all" else [c for c in labelled if c.split == split]
 
 
@@ -70,7 +71,8 @@ def evaluate(model: str | Path, data: str | Path, *, split: str = "heldout", dev
 
     loaded = as_model(model)
     cohort = load_cohort(data)
-    cases = select_cases(cohort.cases, split, loaded.card.get("train_cases", []))
+    used = list(loaded.card.get("train_cases", [])) + list(loaded.card.get("validation_cases", []))
+    cases = select_cases(cohort.cases, split, used)
     if not cases:
         raise UsageError(f"no labelled cases in split {split!r} of {data}")
     names = {int(k): v for k, v in (loaded.card.get("labels") or {}).items() if int(k) != 0}

@@ -14,7 +14,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--model", type=Path, required=True, help="segmenter directory (RUN/model)")
     p.add_argument("--data", type=Path, required=True, help="labelled cohort folder")
     p.add_argument("--split", default="heldout",
-                   help="heldout (cases the model was not trained on; default), validation, test, training, all")
+                   help="heldout (cases the model never saw in training or validation; default), validation, test, "
+                        "training, all")
     p.add_argument("-o", "--output", type=Path, required=True, help="metrics JSON (CSV and PNG beside it)")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=run_evaluate)

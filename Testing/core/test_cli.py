@@ -89,10 +89,14 @@ def test_phantoms_then_check_acceptance(tmp_path):
     assert again.returncode == 2 and "a" in again.stderr
 
 
-def test_demo_writes_report_and_summary(tmp_path):
-    result = s2dc("demo", tmp_path / "demo", "--cases", 2, "--size", 32)
-    assert result.returncode == 0, result.stderr
+def test_demo_runs_the_whole_story(tmp_path):
+    result = s2dc("demo", tmp_path / "demo", "--cases", 3, "--size", 48, "--train-cases", 1, "--pretrain-steps", 2,
+                  "--finetune-steps", 2, "--device", "cpu")
+    assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "demo" / "report.html").read_text()
-    assert "<table>" in report and "data:image/png;base64," in report
+    assert report.count("data:image/png;base64,") >= 4 and "from scratch" in report
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert summary["cases"] == 2
+    assert set(summary["mean_dice"]) == {"S²DC-pretrained", "from scratch"}
+    assert summary["heldout_cases"] == ["case_002"]
+    assert (tmp_path / "demo" / "inference" / "case_002_seg.nii.gz").exists()
+    assert (tmp_path / "demo" / "inference" / "case_002_embedding" / "pca_rgb.nii.gz").exists()

@@ -76,7 +76,7 @@ def test_cli_scratch_then_evaluate(cohort, tmp_path):
     cmd = [sys.executable, "-m", "S2DCCore.cli.main"]
     result = subprocess.run(cmd + ["finetune", "--data", str(cohort), "--out", str(run), "--preset", "tiny",
                                    "--steps", "2", "--train-cases", "2", "--device", "cpu", "--progress", "none",
-                                   "val_every=2", "runtime.threads=1"], capture_output=True, text=True, timeout=600)
+                                   "val_every=2", "val_cases=0", "runtime.threads=1"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
     assert load_model_dir(run / "model")[1]["encoder_provenance"] is None
     out = tmp_path / "eval" / "metrics.json"
