@@ -1,0 +1,82 @@
+"""Label names and colours of a labelmap, written as a JSON sidecar next to it.
+
+For ``OUT.nii.gz`` (or ``.nii``, ``.nrrd``, ``.seg.nrrd``) the sidecar is ``OUT.json``::
+
+    {"format_version": 1, "labelmap": "OUT.nii.gz",
+     "labels": [{"value": 0, "name": "background", "color": [0, 0, 0]},
+                {"value": 1, "name": "liver", "color": [192, 104, 88]}, ...],
+     ...provenance (model, image, spacing)...}
+
+Colours are 0–255 RGB, the fixed colours of the PNG previews (`S2DCCore.data.preview.colour`; the
+background is black), so a class keeps its colour across runs, previews and tools.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from S2DCCore.errors import UsageError
+from S2DCCore.io.image import image_suffix, write_image
+
+
+def label_color(value: int) -> tuple[int, int, int]:
+    """The RGB colour of label ``value``: black for 0, else the preview montages' colour (`data.preview`)."""
+    from S2DCCore.data.preview import colour
+
+    return (0, 0, 0) if int(value) == 0 else tuple(int(c) for c in colour(int(value)))
+
+
+def label_entries(names: dict[int, str]) -> list[dict]:
+    """``[{"value", "name", "color"}]`` sorted by value."""
+    return [{"value": int(v), "name": str(n), "color": list(label_color(int(v)))} for v, n in sorted(names.items())]
+
+
+def sidecar_path(labelmap: str | Path) -> Path:
+    """``OUT.json`` for ``OUT.nii.gz`` / ``OUT.nii`` / ``OUT.nrrd`` / ``OUT.seg.nrrd``."""
+    labelmap = Path(labelmap)
+    suffix = image_suffix(labelmap)
+    stem = labelmap.name[: -len(suffix)] if suffix and labelmap.name.lower().endswith(suffix) else labelmap.stem
+    return labelmap.with_name(stem + ".json")
+
+
+def write_json_atomic(path: Path, payload: dict) -> Path:
+    """Write ``payload`` to a temporary file beside ``path`` and rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_labelmap(path: str | Path, labels: np.ndarray, affine: np.ndarray, label_names: dict[int, str],
+                   provenance: dict | None = None) -> tuple[Path, Path]:
+    """Write ``labels`` to ``path`` (format by suffix; names go into a ``.seg.nrrd`` header too) and the
+    sidecar JSON; neither is written if either exists, and a failed sidecar removes the labelmap.
+
+    Returns:
+        (labelmap path, sidecar path).
+    """
+    path = Path(path)
+    sidecar = sidecar_path(path)
+    for existing in (path, sidecar):
+        if existing.exists():
+            raise UsageError("output exists; refusing to overwrite it", existing)
+    payload = {"format_version": 1, "labelmap": path.name, "labels": label_entries(label_names),
+               **(provenance or {})}
+    write_image(path, labels, affine, label_names=label_names)
+    try:
+        write_json_atomic(sidecar, payload)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, sidecar
