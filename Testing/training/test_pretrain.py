@@ -100,7 +100,7 @@ def test_torchrun_two_processes_gloo_rank0_writes(cohort, tmp_path):
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "S2DCCore.cli.main", "pretrain", "--data", str(cohort), "--out", str(run), "--preset", "tiny",
          "--steps", "2", "--device", "cpu", "--progress", "none", "save_every=2", "runtime.threads=1"],
         capture_output=True, text=True, timeout=600, env=env)
