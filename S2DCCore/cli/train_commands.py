@@ -13,7 +13,9 @@ def register(sub, common: argparse.ArgumentParser) -> None:
         "pretrain", parents=[common], help="self-supervised pretraining of an encoder",
         description="Pretrain an encoder on a cohort (labels are ignored). Run under torchrun for several GPUs. "
                     "Extra key=value arguments override any config field, e.g. optim.lr=1e-4 views.mode=volume.")
-    p.add_argument("--method", default=None, help="s2dc (default)")
+    p.add_argument("--method", default=None, help="s2dc (default), alice or swinssl")
+    p.add_argument("--matcher", default=None,
+                   help="alice: encoder directory whose embeddings match anatomy across volumes (alice.matcher)")
     p.add_argument("--data", type=Path, required=True, help="cohort folder")
     p.add_argument("--out", type=Path, required=True, help="run folder (new, or existing with --resume)")
     p.add_argument("--preset", default=None, help="tiny (CPU), small, base (paper) or a YAML file (default base)")
@@ -62,7 +64,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     from S2DCCore.training.config import PretrainConfig
     from S2DCCore.training.pretrain import pretrain
 
-    config = _config(PretrainConfig, "pretrain", args, {"method": args.method})
+    config = _config(PretrainConfig, "pretrain", args, {"method": args.method, "alice.matcher": args.matcher})
     encoder = pretrain(args.data, args.out, config, resume=args.resume)
     print(f"encoder: {encoder}")
     return 0

@@ -9,7 +9,9 @@ from S2DCCore.errors import UsageError
 from S2DCCore.data.views import ViewConfig
 from S2DCCore.losses.s2dc import S2DCLossConfig
 from S2DCCore.models.encoders import EncoderConfig
+from S2DCCore.training.methods.alice import AliceConfig
 from S2DCCore.training.methods.s2dc import S2DCModelConfig
+from S2DCCore.training.methods.swinssl import SwinSSLConfig
 
 
 @dataclass(frozen=True)
@@ -19,6 +21,8 @@ class OptimConfig:
     Attributes:
         grad_clip: max global gradient norm (0 = off; the official default is off, 1.0 when enabled).
         min_lr_ratio: floor of the cosine as a fraction of the peak (clamped to ≤ 1).
+        weight_decay_end: if set, the weight decay follows a half cosine from ``weight_decay`` to this
+            value over the run (DINO/iBOT/Alice: 0.04 → 0.4); None keeps it constant.
     """
 
     lr: float = 3e-4
@@ -26,6 +30,7 @@ class OptimConfig:
     warmup_steps: int = 500
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
+    weight_decay_end: float | None = None
 
 
 @dataclass(frozen=True)
@@ -33,7 +38,8 @@ class PretrainConfig:
     """Everything a pretraining run needs besides its data and output folders.
 
     Attributes:
-        method: ``s2dc`` (more methods register in `S2DCCore.training.methods`).
+        method: ``s2dc``, ``alice`` or ``swinssl`` (registered in `S2DCCore.training.methods`); each
+            reads its own sections (``views``/``s2dc_model``/``s2dc``, ``alice``, ``swinssl``).
         preset: name of the preset the config started from (recorded in the model card).
         steps: optimisation steps. batch_size: regions (volumes) per step and process.
         precision: ``bf16``/``fp16`` autocast on CUDA; CPU always runs fp32.
@@ -56,6 +62,8 @@ class PretrainConfig:
     views: ViewConfig = field(default_factory=ViewConfig)
     s2dc_model: S2DCModelConfig = field(default_factory=S2DCModelConfig)
     s2dc: S2DCLossConfig = field(default_factory=S2DCLossConfig)
+    alice: AliceConfig = field(default_factory=AliceConfig)
+    swinssl: SwinSSLConfig = field(default_factory=SwinSSLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(spacing=None, ct_window=(-1000.0, 1000.0)))
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)

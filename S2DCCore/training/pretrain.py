@@ -2,7 +2,8 @@
 
 Run folder: ``config.json`` (resolved config), ``metrics.jsonl`` (+ ``tb/``), ``checkpoints/last/``
 (resumable state) and ``encoder/`` (the exported encoder: safetensors + model card). Under ``torchrun``
-each process trains on its own samples with DDP; only rank 0 writes.
+each process trains on its own samples with DDP; only rank 0 writes. Every method (``s2dc``, ``alice``,
+``swinssl``) exports the same encoder format; method hooks are described in `S2DCCore.training.methods`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from S2DCCore.config import to_dict
 from S2DCCore.data.cohort import load_cohort
 from S2DCCore.data.regions import VolumeStore, random_region
 from S2DCCore.errors import DataError, UsageError
+from S2DCCore.models.ema import cosine_momentum
 from S2DCCore.training import methods
 from S2DCCore.training.config import PretrainConfig
 from S2DCCore.training.ddp import DistInfo, cleanup_distributed, setup_run
@@ -58,6 +60,8 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
     store = VolumeStore(cases, config.preprocess, config.cache_volumes)
     method = recipe.build_method(config).to(device)
     optimizer = torch.optim.AdamW(param_groups(method, config.optim.weight_decay), lr=config.optim.lr)
+    for group in optimizer.param_groups:  # which groups a weight-decay schedule may change (saved with the optimiser)
+        group["decayed"] = group["weight_decay"] > 0
     scheduler = make_scheduler(optimizer, config.optim.warmup_steps, config.steps, config.optim.min_lr_ratio)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.precision == "fp16")
     rng = np.random.default_rng([config.runtime.seed, dist_info.rank])
@@ -66,6 +70,7 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
         start_step, _ = restore_training_state(out / "checkpoints" / "last", method, optimizer, scheduler, scaler, rng,
                                                restore_global_rng=dist_info.is_main)
         log.info("resuming %s from step %d", out, start_step)
+    _schedule_weight_decay(optimizer, start_step, config)
     model = method
     if dist_info.world_size > 1:
         model = torch.nn.parallel.DistributedDataParallel(
@@ -77,6 +82,7 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
     region_shape = tuple(g * r for g, r in zip(config.views.grid, config.views.roi))
 
     def on_step(step: int, result: StepResult) -> None:
+        _schedule_weight_decay(optimizer, step, config)
         metrics = {"loss": result.loss, **result.parts, "lr": result.lr, "grad_norm": result.grad_norm,
                    "step_s": result.seconds}
         if writer is not None and (step % config.log_every == 0 or step == config.steps):
@@ -86,9 +92,10 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
             _save(out, step, method, optimizer, scheduler, scaler, rng, config, data)
 
     try:
-        run_loop(model, _batches(store, rng, region_shape, config, recipe), optimizer, scheduler, scaler,
-                 device=device, start_step=start_step, total_steps=config.steps, precision=config.precision,
-                 grad_clip=config.optim.grad_clip, on_step=on_step)
+        batches = _batch_source(store, rng, region_shape, config, recipe, method, data)
+        run_loop(model, batches, optimizer, scheduler, scaler, device=device, start_step=start_step,
+                 total_steps=config.steps, precision=config.precision, grad_clip=config.optim.grad_clip,
+                 on_step=on_step)
     finally:
         if writer is not None:
             writer.close()
@@ -98,9 +105,29 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
     return out / "encoder"
 
 
-def _batches(store: VolumeStore, rng: np.random.Generator, region_shape, config, recipe) -> Iterator[dict]:
+def _schedule_weight_decay(optimizer: torch.optim.Optimizer, step: int, config: PretrainConfig) -> None:
+    """Set the weight decay of the decayed groups for ``step`` (half cosine to ``optim.weight_decay_end``)."""
+    optim = config.optim
+    if optim.weight_decay_end is None:
+        return
+    value = cosine_momentum(step, config.steps, optim.weight_decay, optim.weight_decay_end)  # DINO's cosine schedule
+    for group in optimizer.param_groups:
+        if group.get("decayed"):
+            group["weight_decay"] = value
+
+
+def _batch_source(store: VolumeStore, rng: np.random.Generator, region_shape, config, recipe, method,
+                  data: Path) -> Iterator[dict]:
+    """The method's own batch iterator (``make_batches``) or batches of random regions (``make_batch``)."""
     if len(store) == 0:
         raise DataError("the cohort has no training images", store.cases[0].image if store.cases else None)
+    make_batches = getattr(recipe, "make_batches", None)
+    if make_batches is not None:
+        return make_batches(store, rng, config, method=method, data=data)
+    return _batches(store, rng, region_shape, config, recipe)
+
+
+def _batches(store: VolumeStore, rng: np.random.Generator, region_shape, config, recipe) -> Iterator[dict]:
     while True:
         regions = [random_region(store[int(rng.integers(len(store)))], region_shape, rng)
                    for _ in range(config.batch_size)]
@@ -126,9 +153,10 @@ def _export_encoder(out: Path, step: int, method, config: PretrainConfig, data: 
         "intensity_preset": config.preprocess.preset,
         "spacing": None if config.preprocess.spacing is None else list(config.preprocess.spacing),
         "orientation": config.preprocess.orientation,
-        "token_stage": config.s2dc_model.token_stage,
         "step": step,
         "trained_on": str(data),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
+    extras = getattr(methods.get(config.method), "card_extras", None)
+    card.update(extras(config) if extras is not None else {"token_stage": config.s2dc_model.token_stage})
     save_model_dir(out / "encoder", unwrap(method).encoder_state(), card)
