@@ -42,11 +42,12 @@ def save_model_dir(path: str | Path, tensors: dict, card: dict) -> Path:
     return _atomic_dir(Path(path), write)
 
 
-def load_model_dir(path: str | Path) -> tuple[dict, dict]:
-    """Read a model directory; return ``(tensors on CPU, card)``.
+def read_model_card(path: str | Path) -> dict:
+    """Check that ``path`` is a model directory (not a pickle file) and return its card; no torch needed.
 
     Raises:
-        DataError: the path is a pickle file, is missing a file, or holds a corrupt one.
+        DataError: the path is a pickle file or missing, the card is missing or corrupt, or its
+            ``format_version`` is not this one.
     """
     path = Path(path)
     if path.is_file():
@@ -59,7 +60,17 @@ def load_model_dir(path: str | Path) -> tuple[dict, dict]:
     if card.get("format_version") != FORMAT_VERSION:
         raise DataError(f"unsupported format_version {card.get('format_version')!r} (this S2DC reads "
                         f"{FORMAT_VERSION})", path / MODEL_CARD)
-    return _read_tensors(path / MODEL_WEIGHTS), card
+    return card
+
+
+def load_model_dir(path: str | Path) -> tuple[dict, dict]:
+    """Read a model directory; return ``(tensors on CPU, card)``.
+
+    Raises:
+        DataError: the path is a pickle file, is missing a file, or holds a corrupt one.
+    """
+    card = read_model_card(path)
+    return _read_tensors(Path(path) / MODEL_WEIGHTS), card
 
 
 def save_state(path: str | Path, state: dict) -> Path:

@@ -13,13 +13,12 @@ directory with no torch import (cheap, so the CLI fails fast on bad input); noth
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from S2DCCore.checkpoint import FORMAT_VERSION, MODEL_CARD, MODEL_WEIGHTS, PICKLE_SUFFIXES
+from S2DCCore.checkpoint import MODEL_CARD, MODEL_WEIGHTS, read_model_card
 from S2DCCore.config import PreprocessConfig, from_dict
 from S2DCCore.errors import DataError, S2DCError, UsageError
 
@@ -168,24 +167,8 @@ def check_model_dir(path: str | Path) -> dict:
     from safetensors import safe_open
 
     path = Path(path)
-    if path.is_file():
-        hint = "pickle files are never loaded (they can run code)" if path.suffix.lower() in PICKLE_SUFFIXES else \
-            "expected a model directory"
-        raise DataError(f"{hint}; give a directory with {MODEL_WEIGHTS} and {MODEL_CARD}", path)
-    if not path.is_dir():
-        raise DataError("no such model directory", path)
+    card = read_model_card(path)
     card_path = path / MODEL_CARD
-    if not card_path.is_file():
-        raise DataError("missing file", card_path)
-    try:
-        card = json.loads(card_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise DataError(f"corrupt JSON ({exc})", card_path) from None
-    if not isinstance(card, dict):
-        raise DataError("expected a JSON object", card_path)
-    if card.get("format_version") != FORMAT_VERSION:
-        raise DataError(f"unsupported format_version {card.get('format_version')!r} (this S2DC reads "
-                        f"{FORMAT_VERSION})", card_path)
     if card.get("kind") not in KINDS:
         raise DataError(f"model kind {card.get('kind')!r} cannot be used for inference; expected one of "
                         f"{', '.join(KINDS)}", card_path)

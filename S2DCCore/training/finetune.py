@@ -9,7 +9,6 @@ machinery as pretraining: one loop, AMP on CUDA only, resumable state, DDP under
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from torch import nn
 from S2DCCore.checkpoint import load_model_dir, save_model_dir
 from S2DCCore.config import PreprocessConfig, to_dict
 from S2DCCore.data.cohort import Case, Cohort, load_cohort
-from S2DCCore.errors import DataError, UsageError
+from S2DCCore.errors import DataError
 from S2DCCore.losses.terms import LossTerms
 from S2DCCore.models.encoders import EncoderConfig
 from S2DCCore.models.segmenter import ENCODER_PREFIX, SegmenterConfig, build_segmenter, load_pretrained_encoder

@@ -9,7 +9,6 @@ each process trains on its own samples with DDP; only rank 0 writes. Every metho
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from S2DCCore.checkpoint import save_model_dir
 from S2DCCore.config import to_dict
 from S2DCCore.data.cohort import load_cohort
 from S2DCCore.data.regions import VolumeStore, random_region
-from S2DCCore.errors import DataError, UsageError
+from S2DCCore.errors import DataError
 from S2DCCore.models.ema import cosine_momentum
 from S2DCCore.training import methods
 from S2DCCore.training.config import PretrainConfig
