@@ -108,14 +108,7 @@ def embed(image: Image | str | Path, model: str | Path | LoadedModel, *, pca: bo
     if point is not None:
         _check_point(point, Grid(tuple(image.array.shape), image.affine), source)
     model = as_model(model)
-    if model.encoder is None:
-        raise UsageError(f"{model.source} has no encoder to embed with")
-    stage = model.embed_stage if stage is None else int(stage)
-    stride = model.patch_size * 2**stage
-    roi = model.window(roi)
-    if stage < 0 or any(r % stride for r in roi):
-        raise UsageError(f"stage {stage} (stride {stride}) does not fit the window {roi}; windows must be "
-                         f"multiples of the stride")
+    stage, stride, roi = embedding_setup(model, stage, roi)
     device = as_device(device)
     target = target_grid(image, model.spacing, model.orientation)
     channels = (model.feature_size or 1) * 2**stage
@@ -158,6 +151,23 @@ def embed(image: Image | str | Path, model: str | Path | LoadedModel, *, pca: bo
         result.clusters = min(int(clusters), len(flat))
         result.structures = cluster_overlay(flat, grid, prepared.grid, result.clusters, seed=seed)
     return result
+
+
+def embedding_setup(model: LoadedModel, stage: int | None, roi) -> tuple[int, int, tuple[int, int, int]]:
+    """Encoder stage, its stride in model voxels and the sliding window, checked against each other.
+
+    Raises:
+        UsageError: the model has no encoder, or the window is not a multiple of the stage's stride.
+    """
+    if model.encoder is None:
+        raise UsageError(f"{model.source} has no encoder to embed with")
+    stage = model.embed_stage if stage is None else int(stage)
+    stride = model.patch_size * 2**stage
+    window = model.window(roi)
+    if stage < 0 or any(r % stride for r in window):
+        raise UsageError(f"stage {stage} (stride {stride}) does not fit the window {window}; windows must be "
+                         f"multiples of the stride")
+    return stage, stride, window
 
 
 def dense_features(prepared: ModelInput, model: LoadedModel, *, stage: int, stride: int, roi, device=None,

@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from S2DCCore.errors import DataError, UsageError
-from S2DCCore.inference.embed import dense_features
+from S2DCCore.inference.embed import dense_features, embedding_setup
 from S2DCCore.inference.few_shot import fit_linear, knn_scores, linear_scores, standardize
 from S2DCCore.inference.geometry import (Grid, argmax_resample, index_map, resample_channels, same_grid,
                                          sample_points, strided_grid)
@@ -118,13 +118,7 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel, 
     image, source = read_input(image)
     marks, values, names = read_scribbles(scribbles, input_grid(image))
     model = as_model(model)
-    if model.encoder is None:
-        raise UsageError(f"{model.source} has no encoder")
-    stage = model.embed_stage if stage is None else int(stage)
-    stride = model.patch_size * 2**stage
-    window = model.window(roi)
-    if stage < 0 or any(r % stride for r in window):
-        raise UsageError(f"stage {stage} (stride {stride}) does not fit the window {window}")
+    stage, stride, window = embedding_setup(model, stage, roi)
     device = as_device(device)
     target = target_grid(image, model.spacing, model.orientation)
     channels = (model.feature_size or 1) * 2**stage
