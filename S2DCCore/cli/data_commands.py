@@ -45,6 +45,17 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto")
     p.set_defaults(run=run_demo)
 
+    p = sub.add_parser("brain-cohort", parents=[common],
+                       help="the real-MRI study cohort (Colin27 + AAL lobes, left → right hemisphere)",
+                       description="Build the Colin27 + AAL study cohort from a cache filled by "
+                                   "tools/fetch_brain_data.sh CACHE: 4 labelled left-hemisphere crops, the right "
+                                   "hemisphere as the test case, other subjects (MNI152, ITK T1) as the "
+                                   "pretraining pool, and the mirrored-atlas floor.")
+    p.add_argument("cache", type=Path, help="folder filled by tools/fetch_brain_data.sh")
+    p.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
+    p.add_argument("--spacing", type=float, default=2.0, help="isotropic spacing in mm (default 2)")
+    p.set_defaults(run=run_brain_cohort)
+
 
 def run_phantoms(args: argparse.Namespace) -> int:
     from S2DCCore.data.phantoms import PhantomConfig, write_phantom_cohort
@@ -100,6 +111,14 @@ def run_preview(args: argparse.Namespace) -> int:
     save_montage(args.output, image.array, None if label is None else label.array, affine=image.affine,
                  label_names=label.label_names if label else None)
     print(f"wrote {args.output}")
+    return 0
+
+
+def run_brain_cohort(args: argparse.Namespace) -> int:
+    from S2DCCore.data.brain import write_colin27_cohort
+
+    out = write_colin27_cohort(args.cache, args.out, spacing=args.spacing)
+    print(f"wrote the Colin27 + AAL cohort to {out}")
     return 0
 
 

@@ -14,9 +14,9 @@ import sys
 import traceback
 
 from S2DCCore import __version__
-from S2DCCore.cli import data_commands, eval_commands, infer_commands, train_commands
+from S2DCCore.cli import data_commands, eval_commands, infer_commands, study_commands, train_commands
 
-COMMAND_MODULES = (data_commands, train_commands, eval_commands, infer_commands)
+COMMAND_MODULES = (data_commands, train_commands, eval_commands, infer_commands, study_commands)
 
 
 def build_parser() -> argparse.ArgumentParser:
