@@ -223,6 +223,8 @@ def _manifest(training, test, crop_info, test_labels, pool, grid: Grid, cache: P
         "test": test,
         "study": {"pretrain": "pretrain",
                   "floors": {"mirrored atlas": {"colin27_right": "floors/colin27_right_mirrored_atlas.nii.gz"}},
+                  # The classes merge left and right parcels, so a left-right mirror keeps every label valid.
+                  "probe_flip_axes": [0],
                   "crops": crop_info, "test_class_voxels": class_counts(test_labels), "pretrain_images": pool,
                   "grid": {"shape": list(grid.shape), "spacing_mm": list(grid.spacing), "gap_mm": GAP_MM},
                   "provenance": {"cache": str(cache), "files": dict(FILES),

@@ -8,6 +8,9 @@ The honest split, decided once from the cohort:
   or else every training-split image that is not a test case. The pool never holds a test image
   (checked by resolved path), so pretraining never sees an evaluated volume.
 * **floors**: prediction files named by ``study.floors`` (e.g. a mirrored atlas), scored like the models.
+* **probe flips**: ``study.probe_flip_axes`` names axes along which a mirrored labelled case is still a
+  valid example (bilateral classes, e.g. left-right for merged-hemisphere brain labels); the linear probe
+  then also trains on those mirrored copies, as fine-tuning's random flips do.
 """
 
 from __future__ import annotations
@@ -33,13 +36,15 @@ class StudyData:
     test: tuple[Case, ...]
     pretrain_images: tuple[Path, ...]
     floors: dict[str, dict[str, Path]] = field(default_factory=dict)
+    probe_flip_axes: tuple[int, ...] = ()
 
     def summary(self) -> dict:
         return {"root": str(self.root), "modality": self.modality, "intensity": self.intensity,
                 "labels": {str(k): v for k, v in self.labels.items()},
                 "labelled": [c.name for c in self.labelled], "test": [c.name for c in self.test],
                 "pretrain_images": [str(p) for p in self.pretrain_images],
-                "floors": {k: {c: str(p) for c, p in v.items()} for k, v in self.floors.items()}}
+                "floors": {k: {c: str(p) for c, p in v.items()} for k, v in self.floors.items()},
+                "probe_flip_axes": list(self.probe_flip_axes)}
 
 
 def plan_study(data: str | Path, config: StudyConfig) -> StudyData:
@@ -77,9 +82,12 @@ def plan_study(data: str | Path, config: StudyConfig) -> StudyData:
         raise DataError("no images left to pretrain on", manifest)
     floors = {name: {case: (root / path).resolve() for case, path in cases.items()}
               for name, cases in (extra.get("floors") or {}).items()}
+    flips = extra.get("probe_flip_axes") or []
+    if not isinstance(flips, list) or any(a not in (0, 1, 2) for a in flips):
+        raise DataError(f"'study.probe_flip_axes' must list axes 0, 1 or 2, not {flips!r}", manifest)
     return StudyData(root=root.resolve(), labels=dict(cohort.labels), modality=cohort.modality,
                      intensity=intensity_preset(cohort.modality), labelled=tuple(training), test=tuple(test),
-                     pretrain_images=tuple(pool), floors=floors)
+                     pretrain_images=tuple(pool), floors=floors, probe_flip_axes=tuple(flips))
 
 
 def intensity_preset(modality: str) -> str:

@@ -136,9 +136,14 @@ def _probe_cells(out: Path, plan: StudyData, config: StudyConfig, encoders: dict
     values = sorted(plan.labels)
     kmax = max(config.label_counts)
     train_cases, test_cases = plan.labelled[:kmax], plan.test
-    train_images = [read_image(c.image) for c in train_cases]
+    # Per labelled case, its variants: the case itself, then its mirrored copies (study.probe_flip_axes).
+    train_images, train_labels = [], []
+    for case in train_cases:
+        image = read_image(case.image)
+        label = _indices(read_image(case.label).array, values, case.label)
+        train_images.append([image] + [_mirrored(image, a) for a in plan.probe_flip_axes])
+        train_labels.append([label] + [np.flip(label, a) for a in plan.probe_flip_axes])
     test_images = [read_image(c.image) for c in test_cases]
-    train_labels = [_indices(read_image(c.label).array, values, c.label) for c in train_cases]
     test_labels = [read_image(c.label).array for c in test_cases]
 
     def cells(folder: Path, feature_fn, seeds) -> None:
@@ -150,7 +155,7 @@ def _probe_cells(out: Path, plan: StudyData, config: StudyConfig, encoders: dict
 
         def features():  # computed once per encoder, only when a cell needs them
             if not cache:
-                cache["train"] = [feature_fn(im) for im in train_images]
+                cache["train"] = [[feature_fn(im) for im in variants] for variants in train_images]
                 cache["test"] = [feature_fn(im) for im in test_images]
             return cache["train"], cache["test"]
 
@@ -158,10 +163,12 @@ def _probe_cells(out: Path, plan: StudyData, config: StudyConfig, encoders: dict
             def compute(k=k, seed=seed) -> dict:
                 train_maps, test_maps = features()
                 rng = np.random.default_rng(seed)
-                picks = probe.sample_voxels(train_labels[:k], len(values), config.probe_voxels, rng)
-                x = np.concatenate([probe.features_at(m, p[:, :3]) for m, p in zip(train_maps, picks)])
+                maps = [m for variants in train_maps[:k] for m in variants]
+                labels = [lab for variants in train_labels[:k] for lab in variants]
+                picks = probe.sample_voxels(labels, len(values), config.probe_voxels, rng)
+                x = np.concatenate([probe.features_at(m, p[:, :3]) for m, p in zip(maps, picks)])
                 y = np.concatenate([p[:, 3] for p in picks])
-                fitted = probe.fit_probe(x, y, len(values), train_maps[0].channels)
+                fitted = probe.fit_probe(x, y, len(values), maps[0].channels)
                 preds = [np.asarray(values)[probe.predict(fitted, m)] for m in test_maps]
                 return {"k": k, "seed": seed, "voxels": int(len(y)),
                         **_score(preds, test_labels, test_cases, plan.labels)}
@@ -182,6 +189,13 @@ def _probe_cells(out: Path, plan: StudyData, config: StudyConfig, encoders: dict
             cells(out / "probe" / method,
                   lambda im, e=model.encoder: probe.encoder_features(im, e, preprocess, stages=PROBE_STAGES),
                   config.seeds)
+
+
+def _mirrored(image, axis: int):
+    """The anatomy mirrored along array ``axis`` on the same grid (a new subject, not a relabelled view)."""
+    from S2DCCore.io.image import Image
+
+    return Image(np.ascontiguousarray(np.flip(image.array, axis)), image.affine)
 
 
 def _random_encoder(config: StudyConfig, seed: int):

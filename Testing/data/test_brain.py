@@ -115,4 +115,4 @@ def test_real_colin27_cohort(tmp_path):
     plan = plan_study(out, StudyConfig(test_cases=1))
     assert [c.name for c in plan.test] == ["colin27_right"]
     assert sorted(p.name for p in plan.pretrain_images) == ["itk_t1.nii.gz", "mni152_t1.nii.gz"]
-    assert set(plan.floors) == {"mirrored atlas"}
+    assert set(plan.floors) == {"mirrored atlas"} and plan.probe_flip_axes == (0,)

@@ -53,6 +53,31 @@ def test_plan_rejects_a_pool_that_holds_a_test_image(cohort, tmp_path):
     assert [p.name for p in plan_study(data, TINY).pretrain_images] == ["leak.nii.gz"]
 
 
+def test_plan_reads_probe_flip_axes(cohort, tmp_path):
+    data = tmp_path / "c"
+    shutil.copytree(cohort, data)
+    manifest = json.loads((data / "dataset.json").read_text())
+    assert plan_study(data, TINY).probe_flip_axes == ()
+    manifest["study"] = {"probe_flip_axes": [0]}
+    (data / "dataset.json").write_text(json.dumps(manifest))
+    assert plan_study(data, TINY).probe_flip_axes == (0,)
+    manifest["study"] = {"probe_flip_axes": [3]}
+    (data / "dataset.json").write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match="probe_flip_axes"):
+        plan_study(data, TINY)
+
+
+def test_mirrored_case_keeps_the_grid_and_flips_the_anatomy():
+    from S2DCCore.io.image import Image
+    from S2DCCore.study.runner import _mirrored
+
+    array = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    affine = np.diag([2.0, 1.0, 1.0, 1.0])
+    flipped = _mirrored(Image(array, affine), 0)
+    np.testing.assert_array_equal(flipped.array, array[::-1])
+    np.testing.assert_array_equal(flipped.affine, affine)
+
+
 def test_plan_needs_enough_labelled_cases(cohort):
     with pytest.raises(DataError, match="label count 4"):
         plan_study(cohort, StudyConfig(label_counts=(1, 4), test_cases=1))
