@@ -19,12 +19,18 @@ C = TypeVar("C")
 PRESET_DIR = Path(__file__).parent / "configs"
 
 
+INTENSITY_PRESETS = ("ct", "mr", "percentile")
+# Percentiles the ``percentile`` preset maps to 0 and 1.
+PERCENTILES = (0.5, 99.5)
+
+
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
     """How a volume becomes network input (MONAI transforms, see `S2DCCore.data.transforms`).
 
     Attributes:
-        preset: ``ct`` (HU window to [0, 1]) or ``mr`` (z-score inside the foreground).
+        preset: ``ct`` (HU window to [0, 1]), ``mr`` (z-score inside the foreground) or ``percentile``
+            (the volume's 0.5–99.5 percentiles to [0, 1], clipped: any modality; the default encoder's).
         ct_window: (low, high) HU for the ``ct`` preset; the default is the abdominal soft-tissue
             window used by the official S²DC fine-tuning code (−175..250).
         spacing: target voxel spacing in mm, or None to keep each file's spacing.
@@ -39,8 +45,8 @@ class PreprocessConfig:
     crop_foreground: bool = True
 
     def __post_init__(self) -> None:
-        if self.preset not in ("ct", "mr"):
-            raise UsageError(f"preprocess.preset must be 'ct' or 'mr', not {self.preset!r}")
+        if self.preset not in INTENSITY_PRESETS:
+            raise UsageError(f"preprocess.preset must be one of {', '.join(INTENSITY_PRESETS)}, not {self.preset!r}")
         if self.ct_window[0] >= self.ct_window[1]:
             raise UsageError(f"preprocess.ct_window must be (low, high) with low < high, not {self.ct_window}")
 

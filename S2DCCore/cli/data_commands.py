@@ -33,15 +33,22 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run_preview)
 
     p = sub.add_parser("demo", parents=[common], help="the whole story on the synthetic cohort, with a report",
-                       description="Phantoms → pretrain S²DC (tiny) → fine-tune from it and from scratch → evaluate "
-                                   "→ segment and embed a held-out case → OUT/report.html and OUT/summary.json.")
+                       description="Phantoms → pretrain S²DC (tiny) → linear probe with one label, pretrained vs "
+                                   "random encoders → fine-tune from S²DC → evaluate → segment and embed a held-out "
+                                   "case → OUT/report.html and OUT/summary.json.")
     p.add_argument("out", type=Path, help="output folder (must not exist or be empty)")
-    p.add_argument("--cases", type=int, default=8, help="phantoms (default 8)")
-    p.add_argument("--size", type=int, default=64, help="voxels per side (default 64)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--train-cases", type=int, default=4, help="labelled cases for fine-tuning (default 4)")
-    p.add_argument("--pretrain-steps", type=int, default=40)
-    p.add_argument("--finetune-steps", type=int, default=80)
+    from S2DCCore.demo import DemoConfig
+
+    defaults = DemoConfig()
+    p.add_argument("--cases", type=int, default=defaults.cases, help=f"phantoms (default {defaults.cases})")
+    p.add_argument("--size", type=int, default=defaults.size, help=f"voxels per side (default {defaults.size})")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--train-cases", type=int, default=defaults.train_cases,
+                   help=f"labelled cases for fine-tuning (default {defaults.train_cases})")
+    p.add_argument("--pretrain-steps", type=int, default=defaults.pretrain_steps)
+    p.add_argument("--finetune-steps", type=int, default=defaults.finetune_steps)
+    p.add_argument("--probe-seeds", type=int, default=defaults.probe_seeds,
+                   help=f"random encoders the pretrained probe is compared with (default {defaults.probe_seeds})")
     p.add_argument("--device", default="auto")
     p.set_defaults(run=run_demo)
 
@@ -127,6 +134,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
     summary = demo(args.out, DemoConfig(cases=args.cases, size=args.size, seed=args.seed,
                                         train_cases=args.train_cases, pretrain_steps=args.pretrain_steps,
-                                        finetune_steps=args.finetune_steps, device=args.device))
+                                        finetune_steps=args.finetune_steps, probe_seeds=args.probe_seeds,
+                                        device=args.device))
     print(f"report: {summary['report']}")
     return 0

@@ -36,7 +36,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                     "pca_rgb.nii.gz (--pca), structures.nii.gz (--clusters K) and similarity.nii.gz "
                     "(--point X,Y,Z in RAS mm), all on the input's grid. OUTDIR must not exist or be empty.")
     p.add_argument("image", type=Path)
-    p.add_argument("--model", type=Path, required=True, help="encoder or segmenter directory")
+    p.add_argument("--model", type=Path, default=None,
+                   help="encoder or segmenter directory (default: the encoder shipped with S2DC)")
     p.add_argument("-o", "--output", type=Path, required=True, help="output folder")
     p.add_argument("--pca", action="store_true", help="first three principal components as an RGB volume")
     p.add_argument("--clusters", type=int, default=None, metavar="K", help="k-means structures (labels 1..K)")
@@ -53,13 +54,16 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "propagate", parents=[common], help="segment from a few scribbles with a frozen encoder",
         description="Classify every voxel of IMAGE from a few labelled voxels (SCRIBBLES: a labelmap on the "
-                    "image's grid, 0 = unlabelled, each positive value a class, background included) using "
-                    "k-NN or a linear probe on the encoder's embeddings. The output uses the scribbles' values.")
+                    "image's grid, 0 = unlabelled, each positive value a class, background included): by default "
+                    "a classifier on the encoder's embeddings whose class scores steer a geodesic growing from "
+                    "the scribbles, refined at the image's own resolution (grow); k-NN or a linear probe on the "
+                    "embeddings on request. The output uses the scribbles' values.")
     p.add_argument("image", type=Path)
-    p.add_argument("--model", type=Path, required=True, help="encoder or segmenter directory")
+    p.add_argument("--model", type=Path, default=None,
+                   help="encoder or segmenter directory (default: the encoder shipped with S2DC)")
     p.add_argument("--scribbles", type=Path, required=True, help="labelmap on the image's grid")
     p.add_argument("-o", "--output", type=Path, required=True, help="labelmap to write (.nii.gz, .nrrd, .seg.nrrd)")
-    p.add_argument("--method", choices=("knn", "linear"), default="knn", help="classifier (default knn)")
+    p.add_argument("--method", choices=("grow", "knn", "linear"), default="grow", help="method (default grow)")
     p.add_argument("--no-extra-features", dest="extra_features", action="store_false",
                    help="embeddings only (default adds normalised intensity and coordinates)")
     p.add_argument("--stage", type=int, default=None, help="encoder stage (default as for embed)")
@@ -115,7 +119,7 @@ def run_propagate(args: argparse.Namespace) -> int:
     result = propagate_image(args.image, args.model, args.scribbles, method=args.method,
                              extra_features=args.extra_features, stage=args.stage, device=args.device, roi=args.roi,
                              sw_batch_size=args.sw_batch_size, memory_budget=budget, progress=_progress())
-    provenance = {"image": str(args.image), "model": str(args.model), "scribbles": str(args.scribbles),
+    provenance = {"image": str(args.image), "model": str(args.model or "default encoder"), "scribbles": str(args.scribbles),
                   "method": args.method, "extra_features": args.extra_features,
                   "scribbled_voxels": {str(k): v for k, v in result.samples_per_class.items()}}
     labels, sidecar = write_labelmap(args.output, result.labels, result.affine, result.label_names, provenance)

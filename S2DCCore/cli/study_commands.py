@@ -25,7 +25,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--seeds", default="0,1,2", help="seeds of probing and fine-tuning (default 0,1,2)")
     p.add_argument("--preset", default="tiny", help="model preset (default tiny)")
     p.add_argument("--pretrain-steps", type=int, default=300)
-    p.add_argument("--finetune-steps", type=int, default=120)
+    p.add_argument("--finetune-steps", type=int, default=400)
     p.add_argument("--test-cases", type=int, default=4,
                    help="held out from the end of the training split when the cohort has no labelled test split")
     p.add_argument("--device", default="auto")

@@ -64,12 +64,24 @@ def check_cohort(root: str | Path) -> CheckReport:
     except DataError as exc:
         return CheckReport(cohort=None, problems=[Problem(exc.path or Path(root), exc.problem)])
     report = CheckReport(cohort=cohort)
+    report.problems.extend(_image_named_folders(Path(root)))
     for case in cohort.cases:
         row, problems = check_case(case, cohort.labels)
         report.problems.extend(problems)
         if row is not None:
             report.rows.append(row)
     return report
+
+
+def _image_named_folders(root: Path) -> list[Problem]:
+    """Folders whose name looks like an image file (``x.nii.gz/``): a cohort walk would skip them silently."""
+    from S2DCCore.io.image import is_image_path
+
+    if not root.is_dir():
+        return []
+    return [Problem(p, "is a folder named like an image file (an unpacked archive?); move its image out or "
+                       "rename it") for p in sorted(root.rglob("*")) if p.is_dir() and is_image_path(p)
+            and p.suffix.lower() != ".dcm"]
 
 
 def check_case(case: Case, labels: dict[int, str]) -> tuple[CaseSummary | None, list[Problem]]:

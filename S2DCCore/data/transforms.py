@@ -63,6 +63,12 @@ def preprocess_transforms(config: PreprocessConfig, keys: Sequence[str] = ("imag
         low, high = config.ct_window
         steps.append(mt.ScaleIntensityRanged(keys=image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
         foreground = _above(0.0)
+    elif config.preset == "percentile":
+        from S2DCCore.config import PERCENTILES
+
+        steps.append(mt.ScaleIntensityRangePercentilesd(keys=image_key, lower=PERCENTILES[0], upper=PERCENTILES[1],
+                                                        b_min=0.0, b_max=1.0, clip=True))
+        foreground = _above(0.0)
     else:
         # z-score over the body only, so the air around it does not set the scale.
         steps.append(mt.NormalizeIntensityd(keys=image_key, nonzero=True))

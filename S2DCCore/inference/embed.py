@@ -33,7 +33,7 @@ from S2DCCore.inference.geometry import (Grid, argmax_resample, resample_channel
                                          strided_grid, world_to_index)
 from S2DCCore.inference.memory import MemoryEstimate, check_budget, estimate_inference
 from S2DCCore.inference.model_input import ModelInput, prepare_input, read_input, target_grid
-from S2DCCore.inference.model_io import LoadedModel, as_model
+from S2DCCore.inference.model_io import LoadedModel, as_model, default_model_dir
 from S2DCCore.inference.overlays import (cosine_similarity, kmeans, pca_components, robust_range, scale_to_uint8,
                                          squared_distances)
 from S2DCCore.inference.sliding import ProgressCallback, as_device, run_sliding_window
@@ -42,6 +42,8 @@ from S2DCCore.io.image import Image
 log = logging.getLogger(__name__)
 # Fraction of the window shared by neighbours (rounded to whole tokens so windows align with the stride).
 EMBED_OVERLAP = 0.25
+# Model grids up to this many voxels (padded) are embedded in one pass (about 1.5 GB for the tiny encoder).
+WHOLE_PASS_VOXELS = 160**3
 
 
 @dataclass
@@ -77,7 +79,7 @@ class Embedding:
     model_source: str = ""
 
 
-def embed(image: Image | str | Path, model: str | Path | LoadedModel, *, pca: bool = True,
+def embed(image: Image | str | Path, model: str | Path | LoadedModel | None = None, *, pca: bool = True,
           clusters: int | None = None, point=None, stage: int | None = None, device=None,
           roi=None, sw_batch_size: int = 1, memory_budget: int | None = None, seed: int = 0,
           progress: ProgressCallback | None = None) -> Embedding:
@@ -85,7 +87,8 @@ def embed(image: Image | str | Path, model: str | Path | LoadedModel, *, pca: bo
 
     Args:
         image: a path (NIfTI, NRRD, DICOM folder) or an `Image`.
-        model: an encoder or segmenter directory, or a `LoadedModel` with an ``encoder``.
+        model: an encoder or segmenter directory, a `LoadedModel` with an ``encoder``, or None for the
+            default encoder shipped with S2DCCore.
         pca: compute ``pca_rgb``.
         clusters: number of k-means structures (None: none).
         point: (x, y, z) RAS point in mm for ``similarity`` (None: none); must lie inside the image.
@@ -107,10 +110,10 @@ def embed(image: Image | str | Path, model: str | Path | LoadedModel, *, pca: bo
         raise UsageError(f"--clusters must be at least 1, not {clusters}")
     if point is not None:
         _check_point(point, Grid(tuple(image.array.shape), image.affine), source)
-    model = as_model(model)
-    stage, stride, roi = embedding_setup(model, stage, roi)
-    device = as_device(device)
+    model = as_model(default_model_dir() if model is None else model)
     target = target_grid(image, model.spacing, model.orientation)
+    stage, stride, roi = embedding_setup(model, stage, roi, target.shape)
+    device = as_device(device)
     channels = (model.feature_size or 1) * 2**stage
     continuous = 3 * bool(pca) + (point is not None)  # float32 maps resampled to the input grid together
     # Per input voxel: RGB, similarity, structures, the resampled maps, and one float32 temporary.
@@ -153,8 +156,13 @@ def embed(image: Image | str | Path, model: str | Path | LoadedModel, *, pca: bo
     return result
 
 
-def embedding_setup(model: LoadedModel, stage: int | None, roi) -> tuple[int, int, tuple[int, int, int]]:
+def embedding_setup(model: LoadedModel, stage: int | None, roi, model_shape=None
+                    ) -> tuple[int, int, tuple[int, int, int]]:
     """Encoder stage, its stride in model voxels and the sliding window, checked against each other.
+
+    Without an explicit ``roi``, a model grid of ``model_shape`` that fits in `WHOLE_PASS_VOXELS` once padded
+    to multiples of 32 is embedded in one pass (one window covering it: no overlap computed twice, no seams),
+    as the study's probe does; larger grids use the card's window.
 
     Raises:
         UsageError: the model has no encoder, or the window is not a multiple of the stage's stride.
@@ -164,6 +172,10 @@ def embedding_setup(model: LoadedModel, stage: int | None, roi) -> tuple[int, in
     stage = model.embed_stage if stage is None else int(stage)
     stride = model.patch_size * 2**stage
     window = model.window(roi)
+    if roi is None and model_shape is not None and model.feature_size is not None:
+        whole = tuple(max(32, math.ceil(n / 32) * 32) for n in model_shape)
+        if int(np.prod(whole)) <= WHOLE_PASS_VOXELS:
+            window = whole
     if stage < 0 or any(r % stride for r in window):
         raise UsageError(f"stage {stage} (stride {stride}) does not fit the window {window}; windows must be "
                          f"multiples of the stride")

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from S2DCCore.utils.memory_info import available_host_memory  # noqa: F401 (re-exported)
 from S2DCCore.errors import DataError, UsageError
 from S2DCCore.inference.geometry import SLAB
 
@@ -89,21 +90,6 @@ def parse_size(text: str | int | float) -> int:
     if value <= 0:
         raise UsageError(f"memory size must be positive, not {text!r}")
     return int(value)
-
-
-def available_host_memory() -> int | None:
-    """``MemAvailable`` from /proc/meminfo in bytes (Linux), else free physical pages, else None."""
-    try:
-        text = Path("/proc/meminfo").read_text()
-        match = re.search(r"^MemAvailable:\s+(\d+)\s*kB", text, re.MULTILINE)
-        if match:
-            return int(match.group(1)) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 def available_device_memory(device) -> int | None:

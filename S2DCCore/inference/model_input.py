@@ -80,6 +80,13 @@ def normalize_intensity(volume: np.ndarray, preprocess: PreprocessConfig) -> np.
         volume -= low
         volume /= high - low
         np.clip(volume, 0.0, 1.0, out=volume)
+    elif preprocess.preset == "percentile":
+        from S2DCCore.config import PERCENTILES
+
+        low, high = (float(v) for v in np.percentile(volume, PERCENTILES))
+        volume -= low
+        volume /= (high - low) if high > low else 1.0
+        np.clip(volume, 0.0, 1.0, out=volume)
     else:
         mask = volume != 0
         if mask.any():

@@ -100,7 +100,8 @@ class LoadedModel:
         Raises:
             UsageError: naming the window.
         """
-        instance_norm = (self.card.get("architecture") or {}).get("norm_name", "instance") == "instance"
+        arch = self.card.get("architecture") or {}
+        instance_norm = arch.get("norm_name", "instance") == "instance" and arch.get("decoder", "swinunetr") == "swinunetr"
         if self.feature_size is not None and instance_norm and min(window) < 64:
             # The decoder's bottleneck is window/32 wide; instance norm needs more than one voxel there.
             raise UsageError(f"window {tuple(window)} is too small for this segmenter: its instance-normalised "
@@ -144,6 +145,23 @@ class LoadedModel:
         if self.module is None:
             return 0
         return int(sum(p.numel() for p in self.module.parameters()))
+
+
+DEFAULT_ENCODER = "default_encoder"
+
+
+def default_model_dir() -> Path:
+    """The encoder shipped inside S2DCCore (``S2DCCore/resources/default_encoder``; its card says how it was
+    trained and `tools/train_default_encoder.sh` remakes it), used when no model is given.
+
+    Raises:
+        DataError: the package was installed without it.
+    """
+    path = Path(__file__).resolve().parents[1] / "resources" / DEFAULT_ENCODER
+    if not (path / MODEL_CARD).is_file():
+        raise DataError("the default encoder is missing from this installation (reinstall S2DCCore, or pass "
+                        "--model)", path)
+    return path
 
 
 def as_model(model: str | Path | LoadedModel) -> LoadedModel:

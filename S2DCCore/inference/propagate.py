@@ -47,12 +47,14 @@ from S2DCCore.inference.geometry import (Grid, argmax_resample, index_map, resam
                                          sample_points, strided_grid)
 from S2DCCore.inference.memory import check_budget, estimate_inference
 from S2DCCore.inference.model_input import input_grid, prepare_input, read_input, target_grid
-from S2DCCore.inference.model_io import LoadedModel, as_model
+from S2DCCore.inference.model_io import LoadedModel, as_model, default_model_dir
 from S2DCCore.inference.sliding import ProgressCallback, as_device
 from S2DCCore.io.image import Image, read_image
 
 log = logging.getLogger(__name__)
-METHODS = ("knn", "linear")
+METHODS = ("grow", "knn", "linear")
+# Encoder stage the structure-aware grow reads (stride 4 model voxels: context without losing small organs).
+GROW_STAGE = 1
 # Work-grid smoothing of the intensity feature (in work voxels): regional context for noisy images.
 SMOOTH_SIGMA = 2.0
 # Scribbled voxels used per class (a seeded subsample beyond this): painted areas add little over a few
@@ -91,17 +93,19 @@ def propagate(image: Image | str | Path, model: str | Path | LoadedModel, scribb
     return propagate_image(image, model, scribbles, **options).labels
 
 
-def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel, scribbles: Image | str | Path, *,
-                    method: str = "knn", extra_features: bool = True, stage: int | None = None, device=None,
+def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel | None, scribbles: Image | str | Path, *,
+                    method: str = "grow", extra_features: bool = True, stage: int | None = None, device=None,
                     roi=None, sw_batch_size: int = 1, memory_budget: int | None = None,
                     progress: ProgressCallback | None = None) -> Propagation:
     """Grow a full segmentation from a few labelled voxels per structure.
 
     Args:
         image: a path or an `Image`.
-        model: an encoder or segmenter directory, or a `LoadedModel` with an ``encoder``.
+        model: an encoder or segmenter directory, a `LoadedModel` with an ``encoder``, or None for the
+            default encoder shipped with S2DCCore (`S2DCCore.inference.model_io.default_model_dir`).
         scribbles: a labelmap on the image's grid (path or `Image`); 0 = unlabelled.
-        method: ``knn`` (class-wise k-NN distance) or ``linear`` (softmax probe).
+        method: ``grow`` (structure-aware growing, `S2DCCore.inference.grow`; the default), ``knn``
+            (class-wise k-NN distance) or ``linear`` (softmax probe) on the embeddings.
         extra_features: add normalised intensity (raw and smoothed) and coordinates to the embeddings.
         stage: encoder stage (None: the model's embedding stage).
         device: ``torch.device``, a name or None for the CPU.
@@ -117,10 +121,12 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel, 
         raise UsageError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     image, source = read_input(image)
     marks, values, names = read_scribbles(scribbles, input_grid(image))
-    model = as_model(model)
-    stage, stride, window = embedding_setup(model, stage, roi)
-    device = as_device(device)
+    model = as_model(default_model_dir() if model is None else model)
+    if method == "grow" and stage is None:
+        stage = GROW_STAGE
     target = target_grid(image, model.spacing, model.orientation)
+    stage, stride, window = embedding_setup(model, stage, roi, target.shape)
+    device = as_device(device)
     channels = (model.feature_size or 1) * 2**stage
     estimate = estimate_inference(
         input_shape=image.array.shape, model_shape=target.shape, roi=window, out_channels=channels + 5,
@@ -133,6 +139,8 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel, 
     model.to(device)
     features, feature_grid = dense_features(prepared, model, stage=stage, stride=stride, roi=window,
                                             device=device, sw_batch_size=sw_batch_size, progress=progress)
+    if method == "grow":
+        return _grown(image, prepared, features, feature_grid, marks, values, names)
     work_stride = min(model.patch_size, stride)
     work = strided_grid(prepared.model_grid, work_stride,
                         tuple(math.ceil(n / work_stride) for n in prepared.model_grid.shape))
@@ -160,6 +168,27 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel, 
     labels = np.asarray(values, dtype=out_dtype)[classes]
     counts = {int(v): int(n) for v, n in zip(values, np.bincount(sample_classes, minlength=len(values)))}
     log.info("propagated %d classes from %s scribbled voxels with %s", len(values), sum(counts.values()), method)
+    return Propagation(labels=labels, affine=prepared.grid.affine.copy(), values=tuple(int(v) for v in values),
+                       label_names=names, work_grid=work, samples_per_class=counts)
+
+
+def _grown(image: Image, prepared, features, feature_grid, marks, values, names) -> Propagation:
+    """The ``grow`` method (`S2DCCore.inference.grow`) from the encoder features to labels on the input grid."""
+    from S2DCCore.inference import grow
+
+    work, stride = grow.work_grid(prepared.model_grid)
+    work_intensity = grow.robust_unit(grow.block_mean(prepared.volume, stride, work.shape))
+    context = grow.context_features(features, feature_grid, work_intensity, work)
+    voxels = _training_voxels(marks, values)
+    classes = np.searchsorted(values, marks[tuple(voxels.T)])
+    result = grow.grow(work=work, work_intensity=work_intensity, context=context, input_grid=prepared.grid,
+                       input_intensity=np.asarray(image.array, dtype=np.float32), voxels=voxels, classes=classes,
+                       n_classes=len(values))
+    out_dtype = marks.dtype if np.issubdtype(marks.dtype, np.integer) else np.min_scalar_type(int(values.max()))
+    labels = np.asarray(values, dtype=out_dtype)[result.classes]
+    counts = {int(v): int(n) for v, n in zip(values, np.bincount(classes, minlength=len(values)))}
+    log.info("grew %d classes from %d seed voxels (work grid %s, geodesic weight β = %.2f)", len(values),
+             len(classes), "×".join(map(str, work.shape)), result.beta)
     return Propagation(labels=labels, affine=prepared.grid.affine.copy(), values=tuple(int(v) for v in values),
                        label_names=names, work_grid=work, samples_per_class=counts)
 

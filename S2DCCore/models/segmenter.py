@@ -28,16 +28,31 @@ class SegmenterConfig:
     Attributes:
         encoder: the Swin encoder (its feature size sets the decoder's).
         out_channels: number of classes including background.
-        norm_name: decoder normalisation (MONAI default ``instance``).
+        norm_name: decoder normalisation (MONAI default ``instance``; SwinUNETR only).
+        decoder: ``swinunetr`` (MONAI's SwinUNETR-v2 decoder, the paper's downstream network) or ``light``
+            (`S2DCCore.models.light_head.LightSegmenter`: a multi-scale head on the encoder stages).
     """
 
     encoder: EncoderConfig = EncoderConfig()
     out_channels: int = 2
     norm_name: str = "instance"
+    decoder: str = "swinunetr"
+
+    def __post_init__(self) -> None:
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; choose from {', '.join(DECODERS)}")
+
+
+DECODERS = ("swinunetr", "light")
 
 
 def build_segmenter(config: SegmenterConfig) -> nn.Module:
-    """MONAI's SwinUNETR with ``use_v2=True`` and the encoder's hyper-parameters."""
+    """MONAI's SwinUNETR with ``use_v2=True`` and the encoder's hyper-parameters, or the light head on the
+    same encoder (``decoder: light``); both keep the encoder under ``swinViT``."""
+    if config.decoder == "light":
+        from S2DCCore.models.light_head import LightSegmenter
+
+        return LightSegmenter(config.encoder, config.out_channels)
     from monai.networks.nets import SwinUNETR
 
     enc = config.encoder

@@ -35,7 +35,7 @@ class SwinUNETRStages:
 
 
 def swinunetr_stages(net: nn.Module, x: torch.Tensor, *, decoder_level: int | None = None,
-                     output: bool = False) -> SwinUNETRStages:
+                     output: bool = False, hidden: list[torch.Tensor] | None = None) -> SwinUNETRStages:
     """Run ``net`` (a MONAI SwinUNETR) on ``x`` down to ``decoder_level`` (or to the output head).
 
     Args:
@@ -43,13 +43,14 @@ def swinunetr_stages(net: nn.Module, x: torch.Tensor, *, decoder_level: int | No
         x: (B, C, X, Y, Z), sides multiples of 32.
         decoder_level: finest decoder level needed (0–4), or None for none.
         output: also compute the full-resolution output head (implies every decoder level).
+        hidden: the encoder stages of ``x`` when already computed (e.g. without gradients).
 
     Returns:
         `SwinUNETRStages`.
     """
     if any(side % 32 for side in x.shape[2:]):
         raise ValueError(f"SwinUNETR input sides must be multiples of 32, got {tuple(x.shape[2:])}")
-    hidden = list(net.swinViT(x, net.normalize))
+    hidden = list(net.swinViT(x, net.normalize)) if hidden is None else list(hidden)
     finest = 0 if output else decoder_level
     decoder: dict[int, torch.Tensor] = {}
     out = None

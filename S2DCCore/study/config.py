@@ -35,7 +35,7 @@ class StudyConfig:
     seeds: tuple[int, ...] = (0, 1, 2)
     preset: str = "tiny"
     pretrain_steps: int = 300
-    finetune_steps: int = 120
+    finetune_steps: int = 400
     pretrain_seed: int = 0
     test_cases: int = 4
     probe_voxels: int = 500

@@ -160,3 +160,16 @@ def predict(probe: LinearProbe, maps: FeatureMaps) -> np.ndarray:
         scores += resample_channels(stage_scores, grid, maps.input_grid)
     scores += probe.bias[:, None, None, None]
     return scores.argmax(axis=0).astype(np.uint8 if len(probe.bias) <= 256 else np.uint16)
+
+
+def probe_predictions(feature_fn: Callable, train_images: Sequence[Image], train_labels: Sequence[np.ndarray],
+                      test_images: Sequence[Image], n_classes: int, *, per_class: int = 500, seed: int = 0
+                      ) -> list[np.ndarray]:
+    """Fit a probe on ``per_class`` voxels per class of the training images (labels as class indices) and
+    return the predicted class indices of every test image (``feature_fn(image)`` → `FeatureMaps`)."""
+    maps = [feature_fn(image) for image in train_images]
+    picks = sample_voxels(list(train_labels), n_classes, per_class, np.random.default_rng(seed))
+    x = np.concatenate([features_at(m, p[:, :3]) for m, p in zip(maps, picks)])
+    y = np.concatenate([p[:, 3] for p in picks])
+    fitted = fit_probe(x, y, n_classes, maps[0].channels)
+    return [predict(fitted, feature_fn(image)) for image in test_images]

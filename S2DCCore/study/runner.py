@@ -78,14 +78,16 @@ def pretrain_config(method: str, config: StudyConfig, intensity: str):
         f"save_every={max(10, steps // 10)}"], section="pretrain")
 
 
-def finetune_config(config: StudyConfig, seed: int, intensity: str):
+def finetune_config(config: StudyConfig, seed: int, intensity: str, flip_axes=()):
+    """The preset's fine-tuning recipe for a study cell; ``flip_axes``: the cohort's mirror-valid axes
+    (``study.probe_flip_axes``), mirrored during fine-tuning as the probe trains on mirrored copies."""
     from S2DCCore.training.config import FinetuneConfig
 
     steps = config.finetune_steps
     return load_config(FinetuneConfig, config.preset, [
         f"steps={steps}", "train_cases=0", "val_cases=0", f"val_every={steps}", f"save_every={max(10, steps // 5)}",
         f"runtime.seed={seed}", f"runtime.device={config.device}", f"preprocess.preset={intensity}",
-        "progress=none", "log_every=10"], section="finetune")
+        f"sampling.flip_axes={list(flip_axes)}", "progress=none", "log_every=10"], section="finetune")
 
 
 def _pretrain_cell(out: Path, method: str, pool: Path, plan: StudyData, config: StudyConfig) -> Path:
@@ -111,7 +113,8 @@ def _finetune_cell(out: Path, method: str, k: int, seed: int, cohort: Path, enco
 
     def compute() -> dict:
         resume = _resumable(run)
-        model = finetune(cohort, run, finetune_config(config, seed, plan.intensity), init=encoder, resume=resume)
+        model = finetune(cohort, run, finetune_config(config, seed, plan.intensity, plan.probe_flip_axes), init=encoder,
+                         resume=resume)
         result = evaluate(model, cohort, split="test", device=config.device)
         return {"method": method, "k": k, "seed": seed, "steps": config.finetune_steps, "resumed": resume,
                 "summary": result["summary"], "cases": result["cases"]}

@@ -9,6 +9,7 @@ from S2DCCore.errors import UsageError
 from S2DCCore.data.views import ViewConfig
 from S2DCCore.losses.s2dc import S2DCLossConfig
 from S2DCCore.models.encoders import EncoderConfig
+from S2DCCore.training.crops import SamplingConfig
 from S2DCCore.training.methods.alice import AliceConfig
 from S2DCCore.training.methods.s2dc import S2DCModelConfig
 from S2DCCore.training.methods.swinssl import SwinSSLConfig
@@ -23,6 +24,8 @@ class OptimConfig:
         min_lr_ratio: floor of the cosine as a fraction of the peak (clamped to ≤ 1).
         weight_decay_end: if set, the weight decay follows a half cosine from ``weight_decay`` to this
             value over the run (DINO/iBOT/Alice: 0.04 → 0.4); None keeps it constant.
+        schedule: ``cosine`` (warm-up + half cosine to ``min_lr_ratio``) or ``poly`` (warm-up + nnU-Net's
+            ``(1 − t)^0.9``).
     """
 
     lr: float = 3e-4
@@ -31,6 +34,13 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     weight_decay_end: float | None = None
+    schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        from S2DCCore.training.optim import SCHEDULES
+
+        if self.schedule not in SCHEDULES:
+            raise UsageError(f"optim.schedule must be one of {', '.join(SCHEDULES)}, not {self.schedule!r}")
 
 
 @dataclass(frozen=True)
@@ -75,9 +85,19 @@ class FinetuneConfig:
 
     Attributes:
         preset: preset name recorded in the model card.
-        steps / batch_size: optimisation steps; volumes per step (each gives ``crops_per_volume`` crops).
-        roi: training crop and sliding-window size (multiples of 32).
-        crops_per_volume: foreground-aware crops per volume and step (MONAI RandCropByPosNegLabeld, pos:neg 1:1).
+        steps / batch_size: optimisation steps; a step trains on ``batch_size × crops_per_volume`` crops,
+            each from a training case drawn uniformly (`S2DCCore.training.crops`).
+        roi: training crop and sliding-window size (multiples of 32; ≥ 64 for the SwinUNETR decoder).
+        crops_per_volume: see ``batch_size``.
+        decoder: ``swinunetr`` (MONAI SwinUNETR-v2, the paper's downstream network) or ``light`` (a
+            multi-scale head on the encoder stages, `S2DCCore.models.light_head`; the CPU default).
+        head_warmup_steps: with ``--init``, the first steps train the head alone on the frozen encoder
+            (LP-FT); then the encoder joins with its own warm-up. Ignored from scratch.
+        encoder_lr_scale / layer_decay: with ``--init``, encoder block ``d`` (0 patch embedding … 4 last
+            stage) trains at ``lr · encoder_lr_scale · layer_decay^(4 − d)``; the head at ``lr``.
+        sampling: crop centring and augmentation (`S2DCCore.training.crops.SamplingConfig`).
+        batch_dice: the Dice term over all crops of a step at once (nnU-Net), not per crop.
+        class_weights: ``sqrt_inverse`` (DiceCE weights ∝ class frequency^−½ in the training labels) or ``none``.
         train_cases: labelled cases to train on (the first K of the training split; 0 = all).
         val_cases: held-out cases to validate on when the cohort has no validation split (0 = none).
         val_every: steps between sliding-window validations (and at the end); the best mean Dice is kept.
@@ -91,6 +111,13 @@ class FinetuneConfig:
     batch_size: int = 1
     roi: tuple[int, int, int] = (96, 96, 96)
     crops_per_volume: int = 2
+    decoder: str = "swinunetr"
+    head_warmup_steps: int = 0
+    encoder_lr_scale: float = 1.0
+    layer_decay: float = 1.0
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    batch_dice: bool = True
+    class_weights: str = "sqrt_inverse"
     train_cases: int = 0
     val_cases: int = 4
     val_every: int = 200
@@ -106,5 +133,12 @@ class FinetuneConfig:
 
     def __post_init__(self) -> None:
         # SwinUNETR's bottleneck is 1/32 of the crop and instance-normalised: it needs ≥ 2 voxels per side.
-        if any(r % 32 or r < 64 for r in self.roi):
-            raise UsageError(f"finetune.roi must be multiples of 32 and at least 64, not {tuple(self.roi)}")
+        from S2DCCore.models.segmenter import DECODERS
+
+        if self.class_weights not in ("sqrt_inverse", "none"):
+            raise UsageError(f"finetune.class_weights must be sqrt_inverse or none, not {self.class_weights!r}")
+        if self.decoder not in DECODERS:
+            raise UsageError(f"finetune.decoder must be one of {', '.join(DECODERS)}, not {self.decoder!r}")
+        if any(r % 32 for r in self.roi) or (self.decoder == "swinunetr" and min(self.roi) < 64):
+            raise UsageError(f"finetune.roi must be multiples of 32 (and at least 64 for the SwinUNETR decoder), "
+                             f"not {tuple(self.roi)}")

@@ -91,12 +91,15 @@ def test_phantoms_then_check_acceptance(tmp_path):
 
 def test_demo_runs_the_whole_story(tmp_path):
     result = s2dc("demo", tmp_path / "demo", "--cases", 3, "--size", 48, "--train-cases", 1, "--pretrain-steps", 2,
-                  "--finetune-steps", 2, "--device", "cpu")
+                  "--finetune-steps", 2, "--probe-seeds", 2, "--device", "cpu")
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "demo" / "report.html").read_text()
-    assert report.count("data:image/png;base64,") >= 4 and "from scratch" in report
+    assert report.count("data:image/png;base64,") >= 4 and "linear probe" in report and "random" in report
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
-    assert set(summary["mean_dice"]) == {"S²DC-pretrained", "from scratch"}
+    assert set(summary["mean_dice"]) == {"S²DC-pretrained"}
+    probe = summary["probe_k1"]
+    assert probe["test_cases"] == ["case_002"] and len(probe["s2dc"]) == len(probe["random"]) == 2
+    assert all(0.0 <= v <= 1.0 for v in probe["s2dc"] + probe["random"])
     assert summary["heldout_cases"] == ["case_002"]
     assert (tmp_path / "demo" / "inference" / "case_002_seg.nii.gz").exists()
     assert (tmp_path / "demo" / "inference" / "case_002_embedding" / "pca_rgb.nii.gz").exists()
