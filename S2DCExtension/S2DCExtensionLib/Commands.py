@@ -24,25 +24,14 @@ TASK_ROWS = {
     "finetune": ("cohortPath", "runPath", "preset", "steps", "initFromModel"),
     "pretrain": ("cohortPath", "runPath", "preset", "steps"),
 }
-# Runs the CLI with the inference commands registered even where S2DCCore.cli.main does not list them yet.
-_REGISTER_INFERENCE = (
-    "import sys; from S2DCCore.cli import main as m, infer_commands as ic; "
-    "m.COMMAND_MODULES = m.COMMAND_MODULES if ic in m.COMMAND_MODULES else m.COMMAND_MODULES + (ic,); "
-    "sys.exit(m.main(sys.argv[1:]))")
-
-
 class CommandError(ValueError):
     """The inputs do not make a valid command (the message is meant for the user)."""
 
 
 def cliPrefix() -> list[str]:
-    """``["-m", "S2DCCore.cli.main"]``, or a registering shim when that CLI lacks the inference commands."""
-    try:
-        from S2DCCore.cli import main
-    except ImportError as exc:
-        raise CommandError("the S2DC core library is not installed: press 'Install dependencies'") from exc
-    registered = any(module.__name__.endswith("infer_commands") for module in main.COMMAND_MODULES)
-    return ["-m", CLI_MODULE] if registered else ["-c", _REGISTER_INFERENCE]
+    """``["-m", "S2DCCore.cli.main"]``: the worker imports the bundled core from its PYTHONPATH
+    (`Dependencies.workerEnvironment`); Slicer's own process never imports it."""
+    return ["-m", CLI_MODULE]
 
 
 def pythonExecutable() -> str:
