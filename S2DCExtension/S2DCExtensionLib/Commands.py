@@ -104,6 +104,11 @@ def trainArgs(command: str, data: Path, out: Path, preset: str = "tiny", steps: 
     return args + [str(o) for o in overrides]
 
 
+def _unset(path) -> bool:
+    """An unset ``pathlib.Path`` parameter reads back as ``Path(".")`` (Slicer's working directory): not a choice."""
+    return path is None or str(path).strip() in ("", ".")
+
+
 def checkInputs(task: str, *, volume=None, modelDir: Path | None = None, scribbles=None, cohortDir: Path | None = None,
                 runDir: Path | None = None) -> str | None:
     """Why ``task`` cannot run with these inputs (one sentence for the GUI), or None when it can."""
@@ -112,15 +117,15 @@ def checkInputs(task: str, *, volume=None, modelDir: Path | None = None, scribbl
     if task in ("segment", "embed", "propagate"):
         if volume is None:
             return "Select an input volume."
-        if modelDir is None or not (Path(modelDir) / "model.json").is_file():
+        if _unset(modelDir) or not (Path(modelDir) / "model.json").is_file():
             return "Choose a model folder (it holds model.json and model.safetensors)."
         if task == "propagate" and scribbles is None:
             return "Select a segmentation with scribbles (one segment per class, background included)."
         return None
-    if cohortDir is None or not Path(cohortDir).is_dir():
+    if _unset(cohortDir) or not Path(cohortDir).is_dir():
         return "Choose a cohort folder."
     if task == "finetune" and not (Path(cohortDir) / "dataset.json").is_file():
         return "Fine-tuning needs a labelled cohort (a folder with dataset.json)."
-    if runDir is None or str(runDir) in ("", "."):
+    if _unset(runDir):
         return "Choose a run folder for the outputs."
     return None
