@@ -36,12 +36,38 @@ from vtk.util import numpy_support  # noqa: E402
 
 # The views of Slicer's conventional layout: name → orientation preset (Slicer's colours and names).
 VIEWS = {"Red": "Axial", "Yellow": "Sagittal", "Green": "Coronal"}
+# Desktop Slicer's "ColdToHotRainbow" colour file (Base/Logic/Resources/ColorFiles/ColdToHotRainbow.txt: a
+# piecewise-linear jet, dark blue → red), which slicer-core's default colour nodes lack; every 16th entry.
+COLD_TO_HOT_RAINBOW = {0: (0, 0, 143), 16: (0, 0, 207), 32: (0, 16, 255), 48: (0, 80, 255), 64: (0, 143, 255),
+                       80: (0, 207, 255), 96: (16, 255, 239), 112: (80, 255, 175), 128: (143, 255, 112),
+                       144: (207, 255, 48), 160: (255, 239, 0), 176: (255, 175, 0), 192: (255, 112, 0),
+                       208: (255, 48, 0), 224: (239, 0, 0), 240: (175, 0, 0), 255: (116, 0, 0)}
 SLICE_DISPLAYABLE_MANAGERS = (
     "vtkMRMLSegmentationsDisplayableManager2D",
     "vtkMRMLMarkupsDisplayableManager",
     "vtkMRMLVolumeGlyphSliceDisplayableManager",
     "vtkMRMLCrosshairDisplayableManager",
 )
+
+
+def addColdToHotRainbow(scene):
+    """Add desktop Slicer's ColdToHotRainbow colour table, under the node ID desktop Slicer gives it."""
+    nodeId = "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
+    if scene.GetNodeByID(nodeId) is not None:
+        return scene.GetNodeByID(nodeId)
+    keys = np.array(sorted(COLD_TO_HOT_RAINBOW))
+    values = np.array([COLD_TO_HOT_RAINBOW[k] for k in keys], dtype=float)
+    table = slicer.vtkMRMLColorTableNode()
+    table.SetTypeToUser()
+    table.SetName("ColdToHotRainbow")
+    table.SetNumberOfColors(256)
+    for index in range(256):
+        rgb = [np.interp(index, keys, values[:, c]) / 255.0 for c in range(3)]
+        table.SetColor(index, *rgb, 1.0)
+    table.SetSingletonTag("FileColdToHotRainbow.txt")  # a singleton's ID is its class name + its tag
+    scene.AddNode(table)
+    assert table.GetID() == nodeId, table.GetID()
+    return table
 
 
 class SliceViews:
@@ -83,6 +109,7 @@ class SliceViews:
             app.SetModuleLogic(name, logic)
             self.logics[name] = logic
         slicer.vtkMRMLSliceNode.AddDefaultSliceOrientationPresets(self.scene)
+        addColdToHotRainbow(self.scene)
         self.factory = slicer.vtkMRMLSliceViewDisplayableManagerFactory.GetInstance()
         self.factory.SetMRMLApplicationLogic(app)
         for manager in SLICE_DISPLAYABLE_MANAGERS:

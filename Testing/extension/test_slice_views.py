@@ -10,12 +10,17 @@ so that orientation mistakes cannot cancel out; no worker processes (the full pi
 
 from __future__ import annotations
 
+import ctypes.util
+import os
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+if not os.environ.get("S2DC_VTK_WINDOW") and ctypes.util.find_library("EGL") is None:
+    pytest.skip("offscreen rendering needs Mesa's EGL (apt-get install libegl1 libgl1 libgles2; tools/test.sh "
+                "installs it as root)", allow_module_level=True)
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
 
 from slice_views import SliceViews  # noqa: E402
@@ -179,3 +184,22 @@ def test_pictures_are_written_as_pngs_of_the_requested_size(views, tmp_path):
     row = Image.open(views.saveRow(tmp_path / "row.png", gap=4))
     assert single.size == (SIZE, SIZE) and row.size == (3 * SIZE + 8, SIZE)
     assert np.array_equal(np.asarray(row)[:, :SIZE], np.asarray(single))
+
+
+def test_a_similarity_overlay_uses_desktop_slicers_cold_to_hot_map(views):
+    volume = views.nodes["volume"]
+    ras = _ras_grid()
+    similarity = np.clip(ras[..., 0] / 20.0, -1, 1).astype(np.float32)  # −1 at the patient's right … 1 at the left
+    node = MRMLBridge.addVolume(views.scene, similarity, AFFINE, "similarity")
+    assert MRMLBridge.setColorMap(node, views.scene, (-1.0, 1.0)) == "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
+    views.nodes["segmentation"].GetDisplayNode().SetVisibility(False)
+    try:
+        views.show(background=volume, foreground=node, opacity=1.0)
+        views.jumpTo((0.0, 0.0, 0.0))
+        picture = views.render("Red").astype(int)
+    finally:
+        views.nodes["segmentation"].GetDisplayNode().SetVisibility(True)
+        views.show(background=volume)
+    left = picture[SIZE // 2, SIZE // 2 + 40]   # the patient's left: similarity 1 → red
+    right = picture[SIZE // 2, SIZE // 2 - 40]  # the patient's right: similarity −1 → blue
+    assert left[0] > 100 and left[2] < 30 and right[2] > 100 and right[0] < 30, (left, right)
