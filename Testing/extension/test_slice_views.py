@@ -189,7 +189,7 @@ def test_pictures_are_written_as_pngs_of_the_requested_size(views, tmp_path):
 def test_a_similarity_overlay_uses_desktop_slicers_cold_to_hot_map(views):
     volume = views.nodes["volume"]
     ras = _ras_grid()
-    similarity = np.clip(ras[..., 0] / 20.0, -1, 1).astype(np.float32)  # −1 at the patient's right … 1 at the left
+    similarity = np.clip(ras[..., 0] / 20.0, -1, 1).astype(np.float32)  # R: 1 at the patient's right … −1 at the left
     node = MRMLBridge.addVolume(views.scene, similarity, AFFINE, "similarity")
     assert MRMLBridge.setColorMap(node, views.scene, (-1.0, 1.0)) == "vtkMRMLColorTableNodeFileColdToHotRainbow.txt"
     views.nodes["segmentation"].GetDisplayNode().SetVisibility(False)
@@ -200,6 +200,6 @@ def test_a_similarity_overlay_uses_desktop_slicers_cold_to_hot_map(views):
     finally:
         views.nodes["segmentation"].GetDisplayNode().SetVisibility(True)
         views.show(background=volume)
-    left = picture[SIZE // 2, SIZE // 2 + 40]   # the patient's left: similarity 1 → red
-    right = picture[SIZE // 2, SIZE // 2 - 40]  # the patient's right: similarity −1 → blue
-    assert left[0] > 100 and left[2] < 30 and right[2] > 100 and right[0] < 30, (left, right)
+    left = picture[SIZE // 2, SIZE // 2 + 40]   # screen right = the patient's left: similarity −1 → blue
+    right = picture[SIZE // 2, SIZE // 2 - 40]  # screen left = the patient's right: similarity 1 → red
+    assert left[2] > 100 and left[0] < 30 and right[0] > 100 and right[2] < 30, (left, right)
