@@ -4,6 +4,7 @@
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 source "$ROOT/tools/env.sh"
+source "$ROOT/tools/egl.sh"   # Mesa EGL for the offscreen slice-view tests (installed when root + apt)
 cd "$ROOT"
 set +e
 python -m pytest Testing "$@"

@@ -24,25 +24,14 @@ TASK_ROWS = {
     "finetune": ("cohortPath", "runPath", "preset", "steps", "initFromModel"),
     "pretrain": ("cohortPath", "runPath", "preset", "steps"),
 }
-# Runs the CLI with the inference commands registered even where S2DCCore.cli.main does not list them yet.
-_REGISTER_INFERENCE = (
-    "import sys; from S2DCCore.cli import main as m, infer_commands as ic; "
-    "m.COMMAND_MODULES = m.COMMAND_MODULES if ic in m.COMMAND_MODULES else m.COMMAND_MODULES + (ic,); "
-    "sys.exit(m.main(sys.argv[1:]))")
-
-
 class CommandError(ValueError):
     """The inputs do not make a valid command (the message is meant for the user)."""
 
 
 def cliPrefix() -> list[str]:
-    """``["-m", "S2DCCore.cli.main"]``, or a registering shim when that CLI lacks the inference commands."""
-    try:
-        from S2DCCore.cli import main
-    except ImportError as exc:
-        raise CommandError("the S2DC core library is not installed: press 'Install dependencies'") from exc
-    registered = any(module.__name__.endswith("infer_commands") for module in main.COMMAND_MODULES)
-    return ["-m", CLI_MODULE] if registered else ["-c", _REGISTER_INFERENCE]
+    """``["-m", "S2DCCore.cli.main"]``: the worker imports the bundled core from its PYTHONPATH
+    (`Dependencies.workerEnvironment`); Slicer's own process never imports it."""
+    return ["-m", CLI_MODULE]
 
 
 def pythonExecutable() -> str:
@@ -115,6 +104,11 @@ def trainArgs(command: str, data: Path, out: Path, preset: str = "tiny", steps: 
     return args + [str(o) for o in overrides]
 
 
+def _unset(path) -> bool:
+    """An unset ``pathlib.Path`` parameter reads back as ``Path(".")`` (Slicer's working directory): not a choice."""
+    return path is None or str(path).strip() in ("", ".")
+
+
 def checkInputs(task: str, *, volume=None, modelDir: Path | None = None, scribbles=None, cohortDir: Path | None = None,
                 runDir: Path | None = None) -> str | None:
     """Why ``task`` cannot run with these inputs (one sentence for the GUI), or None when it can."""
@@ -123,15 +117,15 @@ def checkInputs(task: str, *, volume=None, modelDir: Path | None = None, scribbl
     if task in ("segment", "embed", "propagate"):
         if volume is None:
             return "Select an input volume."
-        if modelDir is None or not (Path(modelDir) / "model.json").is_file():
+        if _unset(modelDir) or not (Path(modelDir) / "model.json").is_file():
             return "Choose a model folder (it holds model.json and model.safetensors)."
         if task == "propagate" and scribbles is None:
             return "Select a segmentation with scribbles (one segment per class, background included)."
         return None
-    if cohortDir is None or not Path(cohortDir).is_dir():
+    if _unset(cohortDir) or not Path(cohortDir).is_dir():
         return "Choose a cohort folder."
     if task == "finetune" and not (Path(cohortDir) / "dataset.json").is_file():
         return "Fine-tuning needs a labelled cohort (a folder with dataset.json)."
-    if runDir is None or str(runDir) in ("", "."):
+    if _unset(runDir):
         return "Choose a run folder for the outputs."
     return None

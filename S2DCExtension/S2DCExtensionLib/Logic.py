@@ -26,7 +26,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from S2DCExtensionLib import Commands, MRMLBridge, Segmentations, VolumeFiles
+from S2DCExtensionLib import Commands, Dependencies, MRMLBridge, Segmentations, VolumeFiles
 from S2DCExtensionLib.WorkerProcess import CANCELLED, RUNNING, SUCCEEDED, WorkerProcess
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,8 @@ class S2DCLogic:
     Args:
         scene: the MRML scene (default ``slicer.mrmlScene`` at call time).
         python: the worker's interpreter (default `Commands.pythonExecutable`).
-        env: the worker's environment (default: this process's).
+        env: the worker's environment (default: this process's); the bundled core is put first on its
+            PYTHONPATH either way.
         tempRoot: where temporary folders go (default the system's).
         keepWorkDirs: keep the temporary folders (inputs, outputs, sidecars) for inspection.
     """
@@ -235,8 +236,10 @@ class S2DCLogic:
     # ---- helpers -------------------------------------------------------------------------------------
 
     def _job(self, name: str, args: list[str], collect, work: Path | None) -> Job:
+        Dependencies.checkSlicerPython()  # Slicer 5.6/5.8 (Python 3.9): one clear message, no worker
         python = self.python or Commands.pythonExecutable()
-        process = WorkerProcess([python, *Commands.cliPrefix(), *args], env=self.env, phase=name)
+        env = Dependencies.workerEnvironment(self.env)  # the bundled core on PYTHONPATH (never pip-installed)
+        process = WorkerProcess([python, *Commands.cliPrefix(), *args], env=env, phase=name)
         return Job(name, process, collect, work, keepWorkDir=self.keepWorkDirs)
 
     @contextlib.contextmanager

@@ -6,7 +6,8 @@ Slicer stores a segment's meaning as one string of seven ``~``-separated parts
     context ~ category ~ type ~ typeModifier ~ anatomicContext ~ anatomicRegion ~ anatomicRegionModifier
 
 where each code is ``scheme^value^meaning`` (``^^`` when empty). The codes of known names come from
-``Resources/Terminology/S2DCTerminology.json``; ``kidney_left`` is *Kidney* with the *Left* modifier.
+``Resources/Terminology/S2DCTerminology.json`` (codes that exist in Slicer's General Anatomy list);
+``kidney_left`` is *Kidney* with the *Left* modifier (only types Slicer lists with sides take one).
 Unknown names get the generic *Tissue* entry, and every segment keeps the model's own name.
 """
 
@@ -59,6 +60,6 @@ def terminologyEntry(name: str, table: dict | None = None) -> str:
     known = table["types"].get(base)
     spec = known or table["generic"]
     category = table["categories"][spec["category"]]
-    modifier = table["modifiers"][side] if (known and side) else EMPTY_CODE
+    modifier = table["modifiers"][side] if (known and side and known.get("sided")) else EMPTY_CODE
     return "~".join([table["context"], formatCode(category), formatCode(spec["type"]), formatCode(modifier),
                      table["anatomicContext"], formatCode(EMPTY_CODE), formatCode(EMPTY_CODE)])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from S2DCExtensionLib import Commands, MRMLBridge, Segmentations, VolumeFiles
+from S2DCExtensionLib import Commands, Dependencies, MRMLBridge, Segmentations, VolumeFiles
 from S2DCExtensionLib.Logic import S2DCLogic
 from S2DCExtensionLib.WorkerProcess import SUCCEEDED, WorkerProcess
 
@@ -24,10 +24,12 @@ TRAINING_STEPS = 2
 SCRIBBLES_PER_CLASS = 30
 
 
-def makePhantomCohort(folder: Path, python: str, env: dict | None = None, cases: int = 3) -> Path:
-    """``s2dc phantoms`` into ``folder`` (a labelled Decathlon-style cohort)."""
+def makePhantomCohort(folder: Path, python: str, env: dict | None = None, cases: int = 3,
+                      size: int = PHANTOM_SIZE) -> Path:
+    """``s2dc phantoms`` into ``folder`` (a labelled Decathlon-style cohort of ``size``³ voxels)."""
     worker = WorkerProcess([python, *Commands.cliPrefix(), "phantoms", str(folder), "--cases", str(cases),
-                            "--size", str(PHANTOM_SIZE), "--seed", "1"], env=env, phase="phantoms")
+                            "--size", str(size), "--seed", "1"], env=Dependencies.workerEnvironment(env),
+                           phase="phantoms")
     if worker.start().wait() != SUCCEEDED:
         raise RuntimeError(f"making the phantom cohort failed: {worker.errorMessage}")
     return folder

@@ -43,6 +43,11 @@ class S2DCPanel(VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(uiWidget)
         uiWidget.setMRMLScene(slicer.mrmlScene)
         self.job = None
+        try:  # Slicer 5.6/5.8 (Python 3.9) load the panel but cannot run the core: say so once, up front
+            Dependencies.checkSlicerPython()
+            self._unsupported = None
+        except Dependencies.DependencyError as exc:
+            self._unsupported = str(exc)
         self._shownModel = None
         self._parameterNode = None
         self._guiTag = None
@@ -117,8 +122,10 @@ class S2DCPanel(VTKObservationMixin):
                     widget.setVisible(name in visible)
         self.showModelCard(p.modelPath)
         if self.job is None:
-            reason = checkInputs(p.task, volume=p.inputVolume, modelDir=p.modelPath, scribbles=p.scribbles,
-                                 cohortDir=p.cohortPath, runDir=p.runPath)
+            reason = self._unsupported or checkInputs(p.task, volume=p.inputVolume, modelDir=p.modelPath,
+                                                      scribbles=p.scribbles, cohortDir=p.cohortPath, runDir=p.runPath)
+            if self._unsupported:
+                self.ui.statusLabel.text = self._unsupported
             self.ui.applyButton.enabled = reason is None
             self.ui.applyButton.toolTip = reason or _("Run the task. While it runs, this button cancels it.")
 

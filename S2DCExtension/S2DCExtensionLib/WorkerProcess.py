@@ -1,7 +1,8 @@
 """A worker process that never blocks the caller: ``subprocess.Popen`` + a reader thread (Qt-free).
 
 The widget calls `WorkerProcess.poll` from a ``QTimer``; the Python console and tests call
-`WorkerProcess.wait`. Output lines (stdout and stderr merged) are parsed with `Protocol.parseLine`.
+`WorkerProcess.wait`, which keeps Slicer's GUI alive (``slicer.app.processEvents()`` between polls) when
+it runs inside Slicer. Output lines (stdout and stderr merged) are parsed with `Protocol.parseLine`.
 
 The worker starts in its own process group (POSIX session / Windows process group), so `cancel`
 kills the whole tree: Slicer's ``PythonSlicer`` is a launcher whose real Python is a child, and
@@ -116,7 +117,10 @@ class WorkerProcess:
         return [e for e in events if e is not None] if self.state != CANCELLED else []
 
     def wait(self, timeout: float | None = None, onEvent=None, interval: float = 0.05) -> str:
-        """Block until the process ends (or ``timeout`` seconds pass); pass each event to ``onEvent``."""
+        """Block until the process ends (or ``timeout`` seconds pass); pass each event to ``onEvent``.
+
+        Inside Slicer, the GUI's events are processed between polls, so a blocking call from the Python
+        console (``S2DCLogic().segment(...)``) does not freeze the application."""
         deadline = None if timeout is None else self.clock() + timeout
         while True:
             for event in self.poll():
@@ -124,6 +128,7 @@ class WorkerProcess:
                     onEvent(event)
             if self.state != RUNNING or (deadline is not None and self.clock() >= deadline):
                 return self.state
+            processGuiEvents()
             time.sleep(interval)
 
     def cancel(self, grace: float = CANCEL_GRACE_S) -> None:
@@ -158,6 +163,14 @@ class WorkerProcess:
         elif isinstance(event, DoneEvent):
             self.doneInfo = event.info
         return event if not isinstance(event, LogEvent) or line.strip() else None
+
+
+def processGuiEvents() -> None:
+    """``slicer.app.processEvents()`` when running inside Slicer (no-op elsewhere, e.g. on slicer-core)."""
+    slicer = sys.modules.get("slicer")
+    app = getattr(slicer, "app", None) if slicer is not None else None
+    if app is not None:
+        app.processEvents()
 
 
 def descendants(pid: int) -> list:

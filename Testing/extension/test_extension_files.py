@@ -188,3 +188,20 @@ def test_module_text_cites_both_papers_and_reload_forgets_the_library():
     finally:  # the other tests keep using the modules they imported
         S2DCExtensionLib.forgetModules("S2DCExtensionLib")
         sys.modules.update(saved)
+
+
+def test_extension_index_needs_a_licence_a_screenshot_and_a_readme_picture():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert "Apache License" in (ROOT / "LICENSE").read_text() and "Version 2.0" in (ROOT / "LICENSE").read_text()
+    assert 'license = { text = "Apache-2.0" }' in (ROOT / "pyproject.toml").read_text()  # one licence everywhere
+    url = cmake_value(text, "EXTENSION_SCREENSHOTURLS")
+    prefix = "https://raw.githubusercontent.com/s2dc/S2DC/main/"
+    assert url.startswith(prefix) and " " not in url, "one raw URL of a file in this repository"
+    screenshot = ROOT / url[len(prefix):]
+    from PIL import Image
+
+    with Image.open(screenshot) as picture:
+        assert picture.format == "PNG" and min(picture.size) >= 256
+    assert screenshot.stat().st_size < 300_000
+    assert f"]({screenshot.relative_to(ROOT).as_posix()})" in (ROOT / "README.md").read_text()  # shown in the README
+    assert "can be also used without Slicer" in (MODULE / "README.md").read_text()  # the repository-name exception

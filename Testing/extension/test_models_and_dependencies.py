@@ -70,8 +70,7 @@ def test_the_bundled_core_is_found_in_a_source_checkout_with_its_version(tmp_pat
     assert source == ROOT and Dependencies.coreVersion(source) == S2DCCore.__version__
     bundled = tmp_path / "modules" / Dependencies.BUNDLED_CORE
     (bundled / "S2DCCore").mkdir(parents=True)
-    (bundled / "S2DCCore" / "__init__.py").write_text("")
-    (bundled / "pyproject.toml").write_text('[project]\nname = "s2dc-core"\nversion = "9.1.0"\n')
+    (bundled / "S2DCCore" / "__init__.py").write_text('__version__ = "9.1.0"\n')
     assert Dependencies.findCoreSource(tmp_path / "modules") == bundled
     assert Dependencies.coreVersion(bundled) == "9.1.0"
     assert Dependencies.findCoreSource(tmp_path / "elsewhere" / "x") is None
