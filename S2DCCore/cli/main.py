@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             return user_error.exit_code
         if verbose:
             traceback.print_exc()
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
         print(f"s2dc {args.command}: error: {type(exc).__name__}: {first} (rerun with --verbose for the traceback)",
               file=sys.stderr)
         return 1

@@ -50,12 +50,14 @@ class SegmentationTask(nn.Module):
         self.network = network
         # Batch Dice (nnU-Net): each class's Dice over all crops of the step together, so a small structure
         # absent from one crop is not pushed towards "never predicted" by that crop's empty-class term.
-        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, batch=batch_dice, weight=class_weights)
+        # Held in a list, not as a sub-module: its weight buffers (one tensor shared by three names) are
+        # derived from the training labels and stay out of the checkpoints.
+        self._loss = [DiceCELoss(to_onehot_y=True, softmax=True, batch=batch_dice, weight=class_weights)]
         self.frozen_encoder = False
 
     def forward(self, batch: dict[str, torch.Tensor]) -> LossTerms:
         logits = segmenter_logits(self.network, batch["image"], encoder_grad=not self.frozen_encoder)
-        loss = self.loss(logits.float(), batch["label"])
+        loss = self._loss[0].to(logits.device)(logits.float(), batch["label"])
         return LossTerms(total=loss, parts={"dice_ce": loss.detach()})
 
 
