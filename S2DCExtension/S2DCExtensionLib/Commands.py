@@ -15,7 +15,7 @@ CLI_MODULE = "S2DCCore.cli.main"
 TASKS = ("segment", "embed", "propagate", "finetune", "pretrain")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRESETS = ("tiny", "small", "base")
-PROPAGATE_METHODS = ("knn", "linear")
+PROPAGATE_METHODS = ("grow", "knn", "linear")
 # Parameter-node fields each task shows in the panel (the widget hides the others).
 TASK_ROWS = {
     "segment": ("inputVolume", "outputSegmentation"),
@@ -59,12 +59,12 @@ def segmentArgs(image: Path, model: Path, output: Path, device: str = "auto", ov
     return args + (["--overlap", f"{overlap:g}"] if overlap is not None else [])
 
 
-def embedArgs(image: Path, model: Path, outdir: Path, pca: bool = True, clusters: int | None = None,
+def embedArgs(image: Path, model: Path | None, outdir: Path, pca: bool = True, clusters: int | None = None,
               point: tuple[float, float, float] | None = None, device: str = "auto") -> list[str]:
-    """``embed IMAGE --model M -o DIR [--pca] [--clusters K] [--point=X,Y,Z]``."""
+    """``embed IMAGE [--model M] -o DIR [--pca] [--clusters K] [--point=X,Y,Z]`` (no model: the shipped encoder)."""
     if not pca and not clusters and point is None:
         raise CommandError("choose at least one overlay: PCA colours, structures or a similarity seed point")
-    args = ["embed", str(image), "--model", str(model), "-o", str(outdir), *_runtime(device)]
+    args = ["embed", str(image), *_model(model), "-o", str(outdir), *_runtime(device)]
     if pca:
         args.append("--pca")
     if clusters:
@@ -76,13 +76,18 @@ def embedArgs(image: Path, model: Path, outdir: Path, pca: bool = True, clusters
     return args
 
 
-def propagateArgs(image: Path, model: Path, scribbles: Path, output: Path, method: str = "knn",
+def propagateArgs(image: Path, model: Path | None, scribbles: Path, output: Path, method: str = "grow",
                   device: str = "auto") -> list[str]:
-    """``propagate IMAGE --model M --scribbles S -o OUT --method knn|linear``."""
+    """``propagate IMAGE [--model M] --scribbles S -o OUT --method grow|knn|linear`` (no model: the shipped encoder)."""
     if method not in PROPAGATE_METHODS:
         raise CommandError(f"method must be one of {', '.join(PROPAGATE_METHODS)}, not {method!r}")
-    return ["propagate", str(image), "--model", str(model), "--scribbles", str(scribbles), "-o", str(output),
+    return ["propagate", str(image), *_model(model), "--scribbles", str(scribbles), "-o", str(output),
             "--method", method, *_runtime(device)]
+
+
+def _model(model) -> list[str]:
+    """``--model M``, or nothing when no model is chosen (the core then uses its default encoder)."""
+    return [] if _unset(model) else ["--model", str(model)]
 
 
 def trainArgs(command: str, data: Path, out: Path, preset: str = "tiny", steps: int | None = None,
@@ -117,8 +122,11 @@ def checkInputs(task: str, *, volume=None, modelDir: Path | None = None, scribbl
     if task in ("segment", "embed", "propagate"):
         if volume is None:
             return "Select an input volume."
-        if _unset(modelDir) or not (Path(modelDir) / "model.json").is_file():
+        if task == "segment" and _unset(modelDir):
             return "Choose a model folder (it holds model.json and model.safetensors)."
+        # embed and propagate use the encoder shipped with S2DC when no model is chosen.
+        if not _unset(modelDir) and not (Path(modelDir) / "model.json").is_file():
+            return "Choose a model folder (it holds model.json and model.safetensors), or none for the default encoder."
         if task == "propagate" and scribbles is None:
             return "Select a segmentation with scribbles (one segment per class, background included)."
         return None

@@ -158,7 +158,7 @@ class S2DCLogic:
 
             return self._job("segment", args, collect, work)
 
-    def startEmbed(self, volumeNode, modelDir, pca: bool = True, clusters: int | None = None, seed=None,
+    def startEmbed(self, volumeNode, modelDir=None, pca: bool = True, clusters: int | None = None, seed=None,
                    device: str = "auto", options: tuple[str, ...] = ()) -> Job:
         """Embedding overlays of ``volumeNode``; ``seed`` is a markups node (its first point) or an RAS point
         in mm (world frame) for the similarity map. The job's result is an `EmbeddingNodes`."""
@@ -169,11 +169,11 @@ class S2DCLogic:
         with self._workDirectory() as work:
             image, _ = self._writeInput(volumeNode, work)
             outdir = work / "embedding"
-            args = Commands.embedArgs(image, Path(modelDir), outdir, pca=pca, clusters=clusters, point=point,
+            args = Commands.embedArgs(image, None if modelDir is None else Path(modelDir), outdir, pca=pca, clusters=clusters, point=point,
                                       device=device) + list(options)
             return self._job("embed", args, lambda: self._importEmbedding(outdir, volumeNode), work)
 
-    def startPropagate(self, volumeNode, modelDir, scribbles, method: str = "knn", outputNode=None,
+    def startPropagate(self, volumeNode, modelDir, scribbles, method: str = "grow", outputNode=None,
                        device: str = "auto", options: tuple[str, ...] = ()) -> Job:
         """Grow the segments of ``scribbles`` (one per class, background included) over ``volumeNode``."""
         info = Segmentations.segmentInfo(scribbles)
@@ -187,7 +187,8 @@ class S2DCLogic:
             image, affine = self._writeInput(volumeNode, work)
             scribbleFile = VolumeFiles.writeVolumeFile(work / "scribbles.nii", labels, affine)
             output = work / "propagated.nii"
-            args = Commands.propagateArgs(image, Path(modelDir), scribbleFile, output, method=method,
+            args = Commands.propagateArgs(image, None if modelDir is None else Path(modelDir), scribbleFile, output,
+                                          method=method,
                                           device=device) + list(options)
 
             def collect():
@@ -213,13 +214,13 @@ class S2DCLogic:
         """Segment and return the segmentation node (blocks until done)."""
         return self.startSegment(volumeNode, modelDir, outputNode=outputNode, device=device, **kwargs).run()
 
-    def embed(self, volumeNode, modelDir, pca: bool = True, clusters: int | None = None, seed=None,
+    def embed(self, volumeNode, modelDir=None, pca: bool = True, clusters: int | None = None, seed=None,
               device: str = "auto", **kwargs) -> EmbeddingNodes:
         """Embedding overlays as new nodes (blocks until done)."""
         return self.startEmbed(volumeNode, modelDir, pca=pca, clusters=clusters, seed=seed, device=device,
                                **kwargs).run()
 
-    def propagate(self, volumeNode, modelDir, scribbles, method: str = "knn", outputNode=None, device: str = "auto",
+    def propagate(self, volumeNode, modelDir, scribbles, method: str = "grow", outputNode=None, device: str = "auto",
                   **kwargs):
         """Segmentation grown from scribbles (blocks until done)."""
         return self.startPropagate(volumeNode, modelDir, scribbles, method=method, outputNode=outputNode,

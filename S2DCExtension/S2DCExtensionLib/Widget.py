@@ -133,7 +133,7 @@ class S2DCPanel(VTKObservationMixin):
         if modelPath == self._shownModel:
             return  # parameter changes are frequent; the card is read once per folder
         self._shownModel = modelPath
-        text = _("No model selected.")
+        text = _("No model selected: embed and propagate use the encoder shipped with S2DC.")
         if modelPath and str(modelPath) not in ("", "."):
             try:
                 text = ModelCards.cardSummary(ModelCards.readCard(modelPath))

@@ -69,7 +69,10 @@ def runs(helpers, model_dirs, worker_env, tmp_path_factory):
                                           options=("--sw-batch-size", "2")),
             "embed": logic.startEmbed(volume, model_dirs["encoder"], pca=True, clusters=3, seed=seed, device="cpu"),
             "propagate": logic.startPropagate(volume, model_dirs["encoder"], scribbleNode, device="cpu"),
-            "not a model": logic.startSegment(volume, work, device="cpu")}  # fails fast, in the core's words
+            "not a model": logic.startSegment(volume, work, device="cpu"),  # fails fast, in the core's words
+            # No model chosen: the encoder shipped with the core.
+            "embed, default encoder": logic.startEmbed(volume, None, pca=True, clusters=2, device="cpu"),
+            "propagate, default encoder": logic.startPropagate(volume, None, scribbleNode, device="cpu")}
     events = {name: [] for name in jobs}
     for job in jobs.values():
         job.start()
@@ -156,6 +159,21 @@ def test_propagation_from_scribble_segments_matches_the_cli_and_keeps_their_name
     assert set(np.unique(expected)) == {1, 2}
     assert np.array_equal(Segmentations.segmentsToLabels(scene, result, volume), expected)
     assert result.GetParentTransformNode() is volume.GetParentTransformNode()
+
+
+def test_embed_and_propagate_with_no_model_selected_use_the_default_encoder(runs):
+    volume = runs["volume"]
+    for name in ("embed, default encoder", "propagate, default encoder"):
+        assert "--model" not in runs["jobs"][name].process.args
+    nodes = runs["results"]["embed, default encoder"]
+    rgb, _ = MRMLBridge.volumeToArray(nodes.pca)
+    assert rgb.shape == (*SHAPE, 3) and rgb.std(axis=(0, 1, 2)).min() > 1
+    np.testing.assert_allclose(MRMLBridge.ijkToRas(nodes.pca), MRMLBridge.ijkToRas(volume), atol=1e-9)
+    grown = Segmentations.segmentsToLabels(runs["scene"], runs["results"]["propagate, default encoder"], volume)
+    scribbles = runs["scribbles"]
+    assert np.array_equal(grown[scribbles > 0], scribbles[scribbles > 0])  # every scribble keeps its class
+    ball = runs["image"] > 40
+    assert (grown[ball] == 2).mean() > 0.8 and (grown[runs["image"] < -60] == 1).mean() > 0.8
 
 
 def test_a_worker_failure_is_one_readable_message(runs):

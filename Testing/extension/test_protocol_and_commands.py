@@ -88,7 +88,13 @@ def test_check_inputs_names_what_is_missing(tmp_path):
     model.mkdir()
     volume = object()
     assert Commands.checkInputs("segment") == "Select an input volume."
-    assert "model folder" in Commands.checkInputs("embed", volume=volume, modelDir=model)
+    assert "model folder" in Commands.checkInputs("embed", volume=volume, modelDir=model)  # a folder, not a model
+    # No model chosen: embed and propagate use the shipped encoder, segment needs a segmenter.
+    assert Commands.checkInputs("embed", volume=volume, modelDir=Path(".")) is None
+    assert "model folder" in Commands.checkInputs("segment", volume=volume, modelDir=None)
+    assert "--model" not in Commands.embedArgs(Path("/d/ct.nii"), None, Path("/w/e"))
+    assert "--model" not in Commands.propagateArgs(Path("/d/ct.nii"), Path("."), Path("/w/s.nii"), Path("/w/o.nii"))
+    assert Commands.propagateArgs(Path("/d/ct.nii"), None, Path("/w/s.nii"), Path("/w/o.nii"))[-3] == "grow"
     (model / "model.json").write_text("{}")
     assert Commands.checkInputs("segment", volume=volume, modelDir=model) is None
     assert "scribbles" in Commands.checkInputs("propagate", volume=volume, modelDir=model)
