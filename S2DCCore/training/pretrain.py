@@ -57,9 +57,10 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
         prepare_run_dir(out, resume, to_dict(config))
     cohort = load_cohort(data)
     cases = cohort.split("training") or cohort.cases
-    store = VolumeStore(cases, config.preprocess, config.cache_volumes)
+    preprocess = run_preprocess(config)
+    store = VolumeStore(cases, preprocess, config.cache_volumes)
     method = recipe.build_method(config).to(device)
-    optimizer = torch.optim.AdamW(param_groups(method, config.optim.weight_decay), lr=config.optim.lr)
+    optimizer = torch.optim.AdamW(param_groups(method, config.optim.weight_decay, config.optim.decay_norms_and_biases), lr=config.optim.lr)
     for group in optimizer.param_groups:  # which groups a weight-decay schedule may change (saved with the optimiser)
         group["decayed"] = group["weight_decay"] > 0
     scheduler = make_scheduler(optimizer, config.optim.warmup_steps, config.steps, config.optim.min_lr_ratio)
@@ -103,7 +104,7 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
         if saved(step):
             rng_states = gather_rng_states(rng)  # a collective: every rank's sampler goes into the checkpoint
             if dist_info.is_main:
-                _save(out, step, method, optimizer, scheduler, scaler, rng, config, data, rng_states)
+                _save(out, step, method, optimizer, scheduler, scaler, rng, config, data, preprocess, rng_states)
 
     try:
         batches = _batch_source(store, rng, region_shape, config, recipe, method, data)
@@ -114,7 +115,7 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
         if writer is not None:
             writer.close()
     if dist_info.is_main and start_step >= config.steps:
-        _export_encoder(out, config.steps, method, config, data)  # nothing left to train: re-export
+        _export_encoder(out, config.steps, method, config, data, preprocess)  # nothing left to train: re-export
     progress.done(encoder=str(out / "encoder"), steps=config.steps)
     return out / "encoder"
 
@@ -143,19 +144,26 @@ def _batch_source(store: VolumeStore, rng: np.random.Generator, region_shape, co
 
 def _batches(store: VolumeStore, rng: np.random.Generator, region_shape, config, recipe) -> Iterator[dict]:
     while True:
-        regions = [random_region(store[int(rng.integers(len(store)))], region_shape, rng)
+        regions = [random_region(store[int(rng.integers(len(store)))], region_shape, rng, config.small_regions)
                    for _ in range(config.batch_size)]
         yield recipe.make_batch(regions, rng, config)
 
 
+def run_preprocess(config: PretrainConfig):
+    """The intensity preprocessing the run's method trains with (Alice: its own CT window, see `AliceConfig`)."""
+    own = getattr(methods.get(config.method), "preprocess", None)
+    return own(config) if own is not None else config.preprocess
+
+
 def _save(out: Path, step: int, method, optimizer, scheduler, scaler, rng, config: PretrainConfig, data: Path,
-          rng_states: list[dict] | None = None) -> None:
+          preprocess, rng_states: list[dict] | None = None) -> None:
     save_training_state(out / "checkpoints" / "last", step, method, optimizer, scheduler, scaler, rng, to_dict(config),
                         rng_states=rng_states)
-    _export_encoder(out, step, method, config, data)
+    _export_encoder(out, step, method, config, data, preprocess)
 
 
-def _export_encoder(out: Path, step: int, method, config: PretrainConfig, data: Path) -> None:
+def _export_encoder(out: Path, step: int, method, config: PretrainConfig, data: Path, preprocess=None) -> None:
+    preprocess = preprocess or config.preprocess
     card = {
         "kind": "encoder",
         "method": config.method,
@@ -165,10 +173,10 @@ def _export_encoder(out: Path, step: int, method, config: PretrainConfig, data: 
         "patch_size": config.encoder.patch_size,
         "preset": config.preset,
         "key_prefix": "swinViT.",
-        "preprocess": to_dict(config.preprocess),
-        "intensity_preset": config.preprocess.preset,
-        "spacing": None if config.preprocess.spacing is None else list(config.preprocess.spacing),
-        "orientation": config.preprocess.orientation,
+        "preprocess": to_dict(preprocess),
+        "intensity_preset": preprocess.preset,
+        "spacing": None if preprocess.spacing is None else list(preprocess.spacing),
+        "orientation": preprocess.orientation,
         "step": step,
         "trained_on": str(data),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
