@@ -94,7 +94,7 @@ def propagate(image: Image | str | Path, model: str | Path | LoadedModel, scribb
 def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel, scribbles: Image | str | Path, *,
                     method: str = "knn", extra_features: bool = True, stage: int | None = None, device=None,
                     roi=None, sw_batch_size: int = 1, memory_budget: int | None = None,
-                    progress: ProgressCallback | None = None) -> Propagation:
+                    progress: ProgressCallback | None = None, precision: str = "bf16") -> Propagation:
     """Grow a full segmentation from a few labelled voxels per structure.
 
     Args:
@@ -132,7 +132,8 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel, 
     prepared = prepare_input(image, model.preprocess, model.spacing, model.orientation, source)
     model.to(device)
     features, feature_grid = dense_features(prepared, model, stage=stage, stride=stride, roi=window,
-                                            device=device, sw_batch_size=sw_batch_size, progress=progress)
+                                            device=device, sw_batch_size=sw_batch_size, progress=progress,
+                                            precision=precision)
     work_stride = min(model.patch_size, stride)
     work = strided_grid(prepared.model_grid, work_stride,
                         tuple(math.ceil(n / work_stride) for n in prepared.model_grid.shape))

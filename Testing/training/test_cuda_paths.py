@@ -127,3 +127,16 @@ def test_s2dc_step_makes_no_host_index_tensor():
         method(batch)
     ours = [device for file, device in mode.calls if file.replace("\\", "/").endswith("training/methods/s2dc.py")]
     assert ours and all(device is not None for device in ours)
+
+
+def test_inference_passes_its_precision_to_autocast(monkeypatch):
+    import contextlib
+
+    from S2DCCore.inference.sliding import run_sliding_window
+    from S2DCCore.utils import runtime
+
+    seen = []
+    monkeypatch.setattr(runtime, "autocast_context",
+                        lambda device, precision="bf16": seen.append(precision) or contextlib.nullcontext())
+    out = run_sliding_window(np.zeros((8, 8, 8), np.float32), lambda x: x + 1, roi=(8, 8, 8), precision="fp16")
+    assert seen == ["fp16"] and float(out.mean()) == 1.0
