@@ -236,8 +236,10 @@ def check_loss_equality(ctx: dict) -> list[dict]:
                 reference = methods.get(method).build_method(config).eval()
                 other = copy.deepcopy(reference).to(device)
                 batch = make_batch(method, config)
-                with torch.no_grad():
+                with torch.no_grad():  # the same global-RNG draws in both (S²DC picks its L_g crop on the CPU RNG)
+                    torch.manual_seed(1)
                     ref_terms = reference(batch)
+                    torch.manual_seed(1)
                     dev_terms = other(_to(batch, device))
                 a, b = float(dev_terms.total), float(ref_terms.total)
                 diff = abs(a - b) / max(1.0, abs(b))
