@@ -59,13 +59,17 @@ class RuntimeConfig:
         device: ``auto`` (cuda → mps → cpu), ``cpu``, ``cuda``, ``cuda:N`` or ``mps``.
         seed: base seed; each distributed rank adds its rank.
         threads: CPU threads for torch (None = torch's default).
-        deterministic: ask torch for deterministic kernels (slower on CUDA).
+        deterministic: ask torch for deterministic kernels (slower on CUDA; also turns off cuDNN
+            autotuning and TF32).
+        tf32: on CUDA, let fp32 matrix products and convolutions use TF32 (Ampere and newer; ~10-bit
+            mantissa). The OT's matrix products always stay in full fp32.
     """
 
     device: str = "auto"
     seed: int = 0
     threads: int | None = None
     deterministic: bool = False
+    tf32: bool = True
 
 
 def to_dict(config: Any) -> dict:

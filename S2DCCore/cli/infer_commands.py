@@ -80,7 +80,8 @@ def run_segment(args: argparse.Namespace) -> int:
     _refuse_existing(args.output, sidecar_path(args.output), _preview_path(args.output) if args.preview else None)
     budget = parse_size(args.memory_budget) if args.memory_budget else None
     result = segment_image(args.image, args.model, device=args.device, overlap=args.overlap, roi=args.roi,
-                           sw_batch_size=args.sw_batch_size, memory_budget=budget, progress=_progress())
+                           sw_batch_size=args.sw_batch_size, precision=args.precision, memory_budget=budget,
+                           progress=_progress())
     labels, sidecar = write_segmentation(args.output, result)
     print(f"wrote {labels} and {sidecar}")
     if args.preview:
@@ -96,8 +97,8 @@ def run_embed(args: argparse.Namespace) -> int:
     check_output_dir(args.output)
     budget = parse_size(args.memory_budget) if args.memory_budget else None
     result = embed(args.image, args.model, pca=args.pca, clusters=args.clusters, point=args.point, stage=args.stage,
-                   device=args.device, roi=args.roi, sw_batch_size=args.sw_batch_size, memory_budget=budget,
-                   seed=args.seed, progress=_progress())
+                   device=args.device, roi=args.roi, sw_batch_size=args.sw_batch_size, precision=args.precision,
+                   memory_budget=budget, seed=args.seed, progress=_progress())
     preview_image = None
     if args.preview:
         from S2DCCore.io.image import read_image
@@ -118,7 +119,8 @@ def run_propagate(args: argparse.Namespace) -> int:
     budget = parse_size(args.memory_budget) if args.memory_budget else None
     result = propagate_image(args.image, args.model, args.scribbles, method=args.method,
                              extra_features=args.extra_features, stage=args.stage, device=args.device, roi=args.roi,
-                             sw_batch_size=args.sw_batch_size, memory_budget=budget, progress=_progress())
+                             sw_batch_size=args.sw_batch_size, precision=args.precision, memory_budget=budget,
+                             progress=_progress())
     provenance = {"image": str(args.image), "model": str(args.model or "default encoder"), "scribbles": str(args.scribbles),
                   "method": args.method, "extra_features": args.extra_features,
                   "scribbled_voxels": {str(k): v for k, v in result.samples_per_class.items()}}
@@ -134,6 +136,8 @@ def _add_runtime_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--roi", type=_window, default=None, metavar="N|X,Y,Z",
                    help="sliding-window size in voxels (default: the model card's roi, else 96)")
     p.add_argument("--sw-batch-size", type=int, default=1, help="sliding windows per forward pass (default 1)")
+    p.add_argument("--precision", choices=("bf16", "fp16", "fp32"), default="bf16",
+                   help="autocast on CUDA (default bf16; fp16 on GPUs without native bf16); the CPU runs fp32")
     p.add_argument("--memory-budget", default=None, metavar="SIZE",
                    help="refuse to run when the estimate exceeds SIZE (e.g. 6G; default 80%% of available RAM, "
                         "or 90%% of free GPU memory)")

@@ -44,11 +44,26 @@ class VolumeStore:
         return volume
 
 
-def random_region(volume: torch.Tensor, shape: Sequence[int], rng: np.random.Generator) -> torch.Tensor:
-    """A uniformly placed ``shape`` region of ``volume`` (1, X, Y, Z); zero-padded (centred) where the volume is smaller.
+def random_region(volume: torch.Tensor, shape: Sequence[int], rng: np.random.Generator,
+                  small: str = "pad") -> torch.Tensor:
+    """A uniformly placed ``shape`` region of ``volume`` (1, X, Y, Z).
 
-    Zero is air for both presets (CT is windowed to [0, 1]; MR is z-scored over the body with air at 0).
+    Where the volume is smaller than ``shape`` on an axis: ``small="pad"`` zero-pads it (centred; zero is
+    air for both presets: CT is windowed to [0, 1], MR z-scored over the body with air at 0);
+    ``small="resize"`` takes the whole extent and stretches it to the region (trilinear, corners aligned),
+    as the official S²DC loader does (``RandSpatialCropSamplesd`` then ``Resized``). Both draw the same
+    random numbers, so the switch changes no other sample.
     """
+    if small not in ("pad", "resize"):
+        raise ValueError(f"small must be 'pad' or 'resize', not {small!r}")
+    if small == "resize" and any(size < want for size, want in zip(volume.shape[1:], shape)):
+        src = []
+        for size, want in zip(volume.shape[1:], shape):
+            start = int(rng.integers(0, size - want + 1)) if size >= want else 0
+            src.append(slice(start, start + min(size, want)))
+        crop = volume[(slice(None), *src)]
+        return torch.nn.functional.interpolate(crop[None].float(), size=tuple(shape), mode="trilinear",
+                                               align_corners=True)[0].to(volume.dtype)
     channels = volume.shape[0]
     out = volume.new_zeros((channels, *shape))
     src, dst = [], []

@@ -59,6 +59,8 @@ class ViewConfig:
         crop_scale_range: per-crop scale factor range in x and y (z is not scaled).
         intensity_offset: half-width of the additive intensity shift (region and crops).
         intensity_prob: probability of applying the intensity shift.
+        crop_aug_mode: ``fixed`` (default: the ranges above mean what they say) or ``official`` (the
+            official code's ``RandAffined`` semantics, see `sample_crop_augmentation`).
     """
 
     grid: Triple = (4, 4, 1)
@@ -74,6 +76,11 @@ class ViewConfig:
     crop_scale_range: tuple[float, float] = (0.95, 1.05)
     intensity_offset: float = 0.1
     intensity_prob: float = 0.1
+    crop_aug_mode: str = "fixed"
+
+    def __post_init__(self) -> None:
+        if self.crop_aug_mode not in ("fixed", "official"):
+            raise ValueError(f"views.crop_aug_mode must be 'fixed' or 'official', not {self.crop_aug_mode!r}")
 
 
 _DEFAULT = ViewConfig()
@@ -175,12 +182,20 @@ def sample_crop_augmentation(
     scale_range: tuple[float, float] = _DEFAULT.crop_scale_range,
     intensity_offset: float = _DEFAULT.intensity_offset,
     intensity_prob: float = _DEFAULT.intensity_prob,
+    mode: str = "fixed",
 ) -> CropAugmentation:
-    """Samples one per-crop augmentation (official ``RandAffined`` + ``RandShiftIntensityd``, quirks fixed).
+    """Samples one per-crop augmentation (official ``RandAffined`` + ``RandShiftIntensityd``).
 
-    Shifts in x, y and angles about x, y are integers uniform in ``[-max, max]``; x and y scale
-    factors are ``U(scale_range)`` (really 0.95–1.05 by default, the intended official range); no
+    ``mode="fixed"``: shifts in x, y and angles about x, y are integers uniform in ``[-max, max]``; x and
+    y scale factors are ``U(scale_range)`` (really 0.95–1.05 by default, the intended official range); no
     z shift, rotation about z or z scaling.
+
+    ``mode="official"``: what the official code's ``RandAffined(translate_range=(t1, t2, 0),
+    rotate_range=(a1, a2, 0), scale_range=(s1, s2, 1))`` does with its per-call ranges: MONAI samples
+    ``U(-|r|, |r|)`` for a scalar range ``r``, so with ``t = randint(-max_shift, max_shift)`` and
+    ``a = randint(-max_angle, max_angle)`` the shift is ``U(-|t|, |t|)`` and the angle ``U(-|a|, |a|)``
+    (about half the fixed mode's magnitudes on average), and it adds 1 to sampled scales: the x and y
+    factors are ``1 + U(-s, s)`` with ``s = U(scale_range)`` (≈ U(0, 2)) and z is scaled by ``1 + U(-1, 1)``.
 
     Args:
         rng: random generator.
@@ -199,6 +214,16 @@ def sample_crop_augmentation(
     angles = tuple(float(a) for a in rng.integers(-max_angle, max_angle, size=2, endpoint=True))
     factors = rng.uniform(*scale_range, size=2)
     offset = sample_intensity_shift(rng, intensity_offset, intensity_prob)
+    if mode == "official":
+        # The values above are MONAI's per-call ranges; MONAI then draws within them (see the docstring).
+        shift = (float(rng.uniform(-abs(shift[0]), abs(shift[0]))), float(rng.uniform(-abs(shift[1]), abs(shift[1]))), 0.0)
+        angles = tuple(float(rng.uniform(-abs(a), abs(a))) for a in angles)
+        scale = (1.0 + float(rng.uniform(-factors[0], factors[0])), 1.0 + float(rng.uniform(-factors[1], factors[1])),
+                 1.0 + float(rng.uniform(-1.0, 1.0)))
+        return CropAugmentation(translation=shift, angles_deg=(angles[0], angles[1]), scale=scale,
+                                intensity_offset=offset)
+    if mode != "fixed":
+        raise ValueError(f"mode must be 'fixed' or 'official', not {mode!r}")
     return CropAugmentation(translation=shift, angles_deg=(angles[0], angles[1]),
                             scale=(float(factors[0]), float(factors[1]), 1.0), intensity_offset=offset)
 
@@ -330,6 +355,7 @@ def make_s2dc_views(
     crop_scale_range: tuple[float, float] = _DEFAULT.crop_scale_range,
     intensity_offset: float = _DEFAULT.intensity_offset,
     intensity_prob: float = _DEFAULT.intensity_prob,
+    crop_aug_mode: str = _DEFAULT.crop_aug_mode,
 ) -> S2DCViews:
     """Builds the S²DC student, teacher and per-crop-augmented views of one region.
 
@@ -358,7 +384,7 @@ def make_s2dc_views(
     crop_params = tuple(
         sample_crop_augmentation(rng, roi, max_shift=crop_max_shift, max_angle=crop_max_angle,
                                  scale_range=crop_scale_range, intensity_offset=intensity_offset,
-                                 intensity_prob=intensity_prob)
+                                 intensity_prob=intensity_prob, mode=crop_aug_mode)
         for _ in range(student.shape[0])
     )
     # Official order: warp the whole region, then shift its intensity, then cut the same grid.

@@ -82,7 +82,7 @@ class Embedding:
 def embed(image: Image | str | Path, model: str | Path | LoadedModel | None = None, *, pca: bool = True,
           clusters: int | None = None, point=None, stage: int | None = None, device=None,
           roi=None, sw_batch_size: int = 1, memory_budget: int | None = None, seed: int = 0,
-          progress: ProgressCallback | None = None) -> Embedding:
+          progress: ProgressCallback | None = None, precision: str = "bf16") -> Embedding:
     """Embed ``image`` with the encoder of ``model`` and compute the requested overlays.
 
     Args:
@@ -129,7 +129,7 @@ def embed(image: Image | str | Path, model: str | Path | LoadedModel | None = No
     prepared = prepare_input(image, model.preprocess, model.spacing, model.orientation, source)
     model.to(device)
     features, grid = dense_features(prepared, model, stage=stage, stride=stride, roi=roi, device=device,
-                                    sw_batch_size=sw_batch_size, progress=progress)
+                                    sw_batch_size=sw_batch_size, progress=progress, precision=precision)
     result = Embedding(features=np.moveaxis(features, 0, -1), feature_grid=grid, model_grid=prepared.model_grid,
                        input_grid=prepared.grid, stage=stage, stride=stride, estimate=estimate, source=source,
                        model_source=model.source)
@@ -183,7 +183,8 @@ def embedding_setup(model: LoadedModel, stage: int | None, roi, model_shape=None
 
 
 def dense_features(prepared: ModelInput, model: LoadedModel, *, stage: int, stride: int, roi, device=None,
-                   sw_batch_size: int = 1, progress: ProgressCallback | None = None) -> tuple[np.ndarray, Grid]:
+                   sw_batch_size: int = 1, progress: ProgressCallback | None = None,
+                   precision: str = "bf16") -> tuple[np.ndarray, Grid]:
     """Stage-``stage`` features over the whole model grid.
 
     The volume is zero-padded at its far end to whole strides (and at least one window), so every window
@@ -202,7 +203,7 @@ def dense_features(prepared: ModelInput, model: LoadedModel, *, stage: int, stri
         return encoder(window)[stage]
 
     features = run_sliding_window(volume, predictor, roi=roi, device=device, overlap=overlap,
-                                  sw_batch_size=sw_batch_size, progress=progress)
+                                  sw_batch_size=sw_batch_size, progress=progress, precision=precision)
     shape = tuple(math.ceil(n / stride) for n in prepared.model_grid.shape)
     features = np.ascontiguousarray(features[:, : shape[0], : shape[1], : shape[2]].numpy())
     return features, strided_grid(prepared.model_grid, stride, shape)

@@ -93,13 +93,19 @@ def parse_size(text: str | int | float) -> int:
 
 
 def available_device_memory(device) -> int | None:
-    """Free memory on a CUDA ``device`` in bytes; None for other devices."""
+    """Memory a CUDA ``device`` can give this process, in bytes; None for other devices.
+
+    The driver's free memory plus what this process's caching allocator holds reserved but unused:
+    after one inference the allocator keeps its blocks, which the driver counts as used, but the next
+    inference in the same process reuses them.
+    """
     if getattr(device, "type", str(device)) != "cuda":
         return None
     import torch
 
     free, _total = torch.cuda.mem_get_info(device)
-    return int(free)
+    cached = max(0, int(torch.cuda.memory_reserved(device)) - int(torch.cuda.memory_allocated(device)))
+    return int(free) + cached
 
 
 def window_activation_bytes(roi, *, feature_size: int | None, out_channels: int, patch_size: int = 2,

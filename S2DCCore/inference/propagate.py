@@ -96,7 +96,7 @@ def propagate(image: Image | str | Path, model: str | Path | LoadedModel, scribb
 def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel | None, scribbles: Image | str | Path, *,
                     method: str = "grow", extra_features: bool = True, stage: int | None = None, device=None,
                     roi=None, sw_batch_size: int = 1, memory_budget: int | None = None,
-                    progress: ProgressCallback | None = None) -> Propagation:
+                    progress: ProgressCallback | None = None, precision: str = "bf16") -> Propagation:
     """Grow a full segmentation from a few labelled voxels per structure.
 
     Args:
@@ -138,7 +138,8 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel |
     prepared = prepare_input(image, model.preprocess, model.spacing, model.orientation, source)
     model.to(device)
     features, feature_grid = dense_features(prepared, model, stage=stage, stride=stride, roi=window,
-                                            device=device, sw_batch_size=sw_batch_size, progress=progress)
+                                            device=device, sw_batch_size=sw_batch_size, progress=progress,
+                                            precision=precision)
     if method == "grow":
         return _grown(image, prepared, features, feature_grid, marks, values, names)
     work_stride = min(model.patch_size, stride)

@@ -69,7 +69,8 @@ def segment(image: Image | str | Path, model: str | Path | LoadedModel, **option
 
 def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *, device=None,
                   overlap: float = 0.25, roi=None, sw_batch_size: int = 1, blend: str = "gaussian",
-                  memory_budget: int | None = None, progress: ProgressCallback | None = None) -> Segmentation:
+                  memory_budget: int | None = None, progress: ProgressCallback | None = None,
+                  precision: str = "bf16") -> Segmentation:
     """Segment ``image`` and keep the geometry and provenance (see `segment`).
 
     Args:
@@ -82,6 +83,7 @@ def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *,
         blend: ``gaussian`` or ``constant`` window blending.
         memory_budget: bytes allowed (None: 80 % of MemAvailable, or 90 % of free CUDA memory).
         progress: called with (windows done, windows in total).
+        precision: autocast on CUDA (``bf16``, fp16 where bf16 is not native; ``fp16``; ``fp32``).
 
     Raises:
         DataError: bad input or model; `MemoryBudgetError` when the estimate exceeds the budget.
@@ -110,7 +112,7 @@ def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *,
     log.info("segmenting %s on %s: %s", source, device, estimate.summary)
     model.to(device)
     logits = run_sliding_window(prepared.volume, model.segmenter, roi=window, device=device, overlap=overlap,
-                                sw_batch_size=sw_batch_size, mode=blend, progress=progress)
+                                sw_batch_size=sw_batch_size, mode=blend, progress=progress, precision=precision)
     classes = argmax_resample(logits, prepared.model_grid, prepared.grid)
     names = model.labels or {c: ("background" if c == 0 else f"class {c}") for c in range(int(logits.shape[0]))}
     if len(names) != logits.shape[0]:

@@ -31,7 +31,7 @@ def count_windows(image_size: Sequence[int], roi: Sequence[int], overlap: float 
 
 def run_sliding_window(volume: np.ndarray, predictor: Callable, *, roi: Sequence[int], device=None,
                        overlap: float | Sequence[float] = 0.25, sw_batch_size: int = 1, mode: str = "gaussian",
-                       progress: ProgressCallback | None = None, pad_value: float = 0.0):
+                       progress: ProgressCallback | None = None, pad_value: float = 0.0, precision: str = "bf16"):
     """Run ``predictor`` over ``volume`` in overlapping windows and blend the results.
 
     Args:
@@ -45,6 +45,7 @@ def run_sliding_window(volume: np.ndarray, predictor: Callable, *, roi: Sequence
         mode: ``gaussian`` (centre-weighted) or ``constant`` blending.
         progress: called with (windows done, windows in total).
         pad_value: value used where the volume is smaller than the window.
+        precision: autocast on CUDA: ``bf16`` (fp16 on GPUs without native bf16), ``fp16`` or ``fp32``.
 
     Returns:
         (C, X', Y', Z') float32 CPU tensor, or a tuple of them.
@@ -60,7 +61,7 @@ def run_sliding_window(volume: np.ndarray, predictor: Callable, *, roi: Sequence
     done = [0]
 
     def predict(window):
-        with autocast_context(device):
+        with autocast_context(device, precision):
             out = predictor(window)
         out = tuple(o.float() for o in out) if isinstance(out, (tuple, list)) else out.float()
         done[0] += window.shape[0]

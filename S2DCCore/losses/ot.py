@@ -59,13 +59,19 @@ _FIXED_POINT_CHECK_EVERY = 10
 
 
 def no_autocast(device: torch.device):
-    """A context that disables autocast on ``device`` (a no-op for device types without autocast)."""
+    """A context that disables autocast on ``device`` (a no-op for device types without autocast) and
+    keeps matrix products in full fp32 even when the run allows TF32 (`full_precision_matmul`)."""
+    from S2DCCore.utils.runtime import full_precision_matmul
+
+    stack = contextlib.ExitStack()
+    stack.enter_context(full_precision_matmul())
     available = getattr(torch.amp, "is_autocast_available", None)
     if available is not None and not available(device.type):
-        return contextlib.nullcontext()
+        return stack
     if available is None and device.type not in ("cpu", "cuda", "mps", "xpu"):
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, enabled=False)
+        return stack
+    stack.enter_context(torch.autocast(device_type=device.type, enabled=False))
+    return stack
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -236,6 +242,11 @@ class _ScalingSinkhorn(torch.autograd.Function):
     @staticmethod
     @once_differentiable
     def backward(ctx, grad: Tensor):
+        with no_autocast(grad.device):  # backward runs outside the forward's context: full fp32 again
+            return _ScalingSinkhorn._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad: Tensor):
         kernel, a_hist, b_hist, log_mu, log_nu = ctx.saved_tensors
         rounds = a_hist.shape[1]  # R computed rounds; rounds R…T are identical
         kernel_t = kernel.transpose(1, 2)

@@ -68,10 +68,11 @@ class FeatureQueue(nn.Module):
         total = keys.shape[0]
         keys = keys[-self.size:].to(device=self.queue.device, dtype=self.queue.dtype)  # (n ≤ K, D)
         # Same end state as writing all `total` keys one by one: the last n land where they would.
-        start = int(self.ptr) + total - keys.shape[0]
+        ptr = int(self.ptr)  # one host read per write
+        start = ptr + total - keys.shape[0]
         rows = (start + torch.arange(keys.shape[0], device=self.queue.device)) % self.size
         self.queue[rows] = keys
-        self.ptr.fill_((int(self.ptr) + total) % self.size)
+        self.ptr.fill_((ptr + total) % self.size)
 
     def extra_repr(self) -> str:
         return f"size={self.size}, dim={self.dim}, normalize={self.normalize}"

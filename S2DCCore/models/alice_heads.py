@@ -31,12 +31,19 @@ class NormedLinear(nn.Module):
         self.gain = None if fixed_norm else nn.Parameter(torch.ones(out_dim, 1))
 
     def forward(self, x: torch.Tensor, frozen: bool = False) -> torch.Tensor:
-        """x (..., in_dim) → (..., out_dim); ``frozen`` stops the weights' gradient (iBOT's frozen last layer)."""
-        v = self.weight.detach() if frozen else self.weight
-        w = F.normalize(v, dim=1)
-        if self.gain is not None:
-            w = w * (self.gain.detach() if frozen else self.gain)
-        return F.linear(x, w)
+        """x (..., in_dim) → (..., out_dim) float32; ``frozen`` stops the weights' gradient (iBOT's frozen last layer).
+
+        Always computed in fp32, outside autocast: the logits are divided by a teacher temperature of
+        ~0.01, which turns bf16's 8-bit mantissa into a visible shift of the teacher softmax.
+        """
+        from S2DCCore.losses.ot import no_autocast
+
+        with no_autocast(x.device):
+            v = self.weight.detach() if frozen else self.weight
+            w = F.normalize(v.float(), dim=1)
+            if self.gain is not None:
+                w = w * (self.gain.detach() if frozen else self.gain).float()
+            return F.linear(x.float(), w)
 
 
 class AliceHead(nn.Module):
@@ -72,7 +79,7 @@ class AliceHead(nn.Module):
         self.patch_layer = NormedLinear(bottleneck_dim, patch_out_dim, fixed_norm)
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.mlp(x), dim=-1)
+        return F.normalize(self.mlp(x).float(), dim=-1)  # fp32 into the fp32 last layer
 
     def forward(self, cls: torch.Tensor | None, encoder_tokens: torch.Tensor | None,
                 decoder_tokens: torch.Tensor | None, frozen_last_layer: bool = False):

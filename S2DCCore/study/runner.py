@@ -135,6 +135,9 @@ def _probe_cells(out: Path, plan: StudyData, config: StudyConfig, encoders: dict
     """Linear probes of every method (and the intensity-only floor) × K × seed."""
     from S2DCCore.study import probe
 
+    from S2DCCore.utils.runtime import resolve_device
+
+    device = resolve_device(config.device)  # the encoders' passes run there (the probe fit is small: CPU)
     preprocess = pretrain_config("s2dc", config, plan.intensity).preprocess
     values = sorted(plan.labels)
     kmax = max(config.label_counts)
@@ -181,16 +184,18 @@ def _probe_cells(out: Path, plan: StudyData, config: StudyConfig, encoders: dict
     for method in config.methods:
         if method == "scratch":
             for seed in config.seeds:  # a fresh random encoder per seed
-                encoder = _random_encoder(config, seed)
+                encoder = _random_encoder(config, seed, device)
                 cells(out / "probe" / method / f"s{seed}",
-                      lambda im, e=encoder: probe.encoder_features(im, e, preprocess, stages=PROBE_STAGES),
+                      lambda im, e=encoder: probe.encoder_features(im, e, preprocess, stages=PROBE_STAGES,
+                                                                   device=device),
                       [seed])
         else:
             from S2DCCore.inference.model_io import load_model
 
-            model = load_model(encoders[method])
+            model = load_model(encoders[method]).to(device)
             cells(out / "probe" / method,
-                  lambda im, e=model.encoder: probe.encoder_features(im, e, preprocess, stages=PROBE_STAGES),
+                  lambda im, e=model.encoder: probe.encoder_features(im, e, preprocess, stages=PROBE_STAGES,
+                                                                     device=device),
                   config.seeds)
 
 
@@ -201,13 +206,13 @@ def _mirrored(image, axis: int):
     return Image(np.ascontiguousarray(np.flip(image.array, axis)), image.affine)
 
 
-def _random_encoder(config: StudyConfig, seed: int):
+def _random_encoder(config: StudyConfig, seed: int, device=None):
     import torch
 
     from S2DCCore.models.encoders import build_encoder
 
     torch.manual_seed(seed)
-    module = build_encoder(pretrain_config("s2dc", config, "ct").encoder).eval().requires_grad_(False)
+    module = build_encoder(pretrain_config("s2dc", config, "ct").encoder).eval().requires_grad_(False).to(device)
     return module.forward_features
 
 

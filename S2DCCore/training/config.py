@@ -26,6 +26,9 @@ class OptimConfig:
             value over the run (DINO/iBOT/Alice: 0.04 → 0.4); None keeps it constant.
         schedule: ``cosine`` (warm-up + half cosine to ``min_lr_ratio``) or ``poly`` (warm-up + nnU-Net's
             ``(1 − t)^0.9``).
+        decay_norms_and_biases: weight decay on every parameter, as the official S²DC code
+            (``AdamW(model.parameters(), weight_decay=0.1)``); False (default) exempts biases and norm
+            weights (1-D tensors), the DINO/iBOT/Alice convention.
     """
 
     lr: float = 3e-4
@@ -34,6 +37,7 @@ class OptimConfig:
     min_lr_ratio: float = 0.0
     grad_clip: float = 1.0
     weight_decay_end: float | None = None
+    decay_norms_and_biases: bool = False
     schedule: str = "cosine"
 
     def __post_init__(self) -> None:
@@ -56,6 +60,9 @@ class PretrainConfig:
         save_every: steps between resumable checkpoints (and at the end).
         log_every: steps between metric lines / progress updates.
         cache_volumes: preprocessed volumes kept in memory.
+        small_regions: volumes smaller than the S²DC region (``views.grid × views.roi``) on an axis are
+            ``pad``-ded with air (default) or ``resize``-d to it (official: ``Resized((384, 384, 96))``
+            stretches them; see `random_region`).
         progress: ``bar`` (stderr), ``json`` (JSON lines on stdout, for the Slicer worker) or ``none``.
     """
 
@@ -68,6 +75,7 @@ class PretrainConfig:
     log_every: int = 10
     cache_volumes: int = 64
     progress: str = "bar"
+    small_regions: str = "pad"
     encoder: EncoderConfig = field(default_factory=lambda: EncoderConfig(feature_size=48))
     views: ViewConfig = field(default_factory=ViewConfig)
     s2dc_model: S2DCModelConfig = field(default_factory=S2DCModelConfig)
@@ -77,6 +85,10 @@ class PretrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     preprocess: PreprocessConfig = field(default_factory=lambda: PreprocessConfig(spacing=None, ct_window=(-1000.0, 1000.0)))
     runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+
+    def __post_init__(self) -> None:
+        if self.small_regions not in ("pad", "resize"):
+            raise UsageError(f"small_regions must be 'pad' or 'resize', not {self.small_regions!r}")
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,13 @@ from S2DCCore.models.encoders import EncoderConfig
 from S2DCCore.models.segmenter import ENCODER_PREFIX, SegmenterConfig, build_segmenter, load_pretrained_encoder
 from S2DCCore.training.config import FinetuneConfig
 from S2DCCore.training.ddp import DistInfo, cleanup_distributed, setup_run
-from S2DCCore.training.loop import StepResult, run_loop, unwrap
+from S2DCCore.training.loop import StepResult, make_scaler, run_loop, unwrap
 from S2DCCore.training.metrics import MetricsWriter
 from S2DCCore.training import crops
 from S2DCCore.training.optim import finetune_param_groups, make_scheduler
 from S2DCCore.training.progress import Progress
-from S2DCCore.training.state import prepare_run_dir, restore_training_state, save_training_state
+from S2DCCore.training.state import gather_rng_states, prepare_run_dir, restore_training_state, save_training_state
+from S2DCCore.training.validation import validate_segmentation
 
 log = logging.getLogger(__name__)
 
@@ -152,12 +153,12 @@ def _finetune(data: Path, out: Path, config: FinetuneConfig, init: Path | None, 
     optimizer = torch.optim.AdamW(groups, lr=config.optim.lr)
     scheduler = make_scheduler(optimizer, config.optim.warmup_steps, config.steps, config.optim.min_lr_ratio,
                                kind=config.optim.schedule)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.precision == "fp16")
+    scaler = make_scaler(device, config.precision)
     rng = np.random.default_rng([config.runtime.seed, dist_info.rank])
     start_step, best = 0, {"mean_dice": -1.0, "dice": {}, "step": 0}
     if resume:
         start_step, extra = restore_training_state(out / "checkpoints" / "last", task, optimizer, scheduler, scaler,
-                                                   rng, restore_global_rng=dist_info.is_main)
+                                                   rng, rank=dist_info.rank, world_size=dist_info.world_size)
         best = extra.get("best", best)
     model = task
     if dist_info.world_size > 1:
@@ -194,10 +195,11 @@ def _finetune(data: Path, out: Path, config: FinetuneConfig, init: Path | None, 
         metrics = {"loss": result.loss, "lr": result.lr, "grad_norm": result.grad_norm, "step_s": result.seconds}
         last = step == config.steps
         if step % config.val_every == 0 or last:
-            if dist_info.is_main and val:
-                dice = validate(unwrap(model).network, val, config, device, names)
+            if val:  # every rank validates its share of the cases (a collective)
+                dice = validate_segmentation(unwrap(model).network, val, roi=config.roi, overlap=config.sw_overlap,
+                                             device=device, precision=config.precision, names=names)
                 metrics["val_mean_dice"] = float(np.nanmean(list(dice.values()))) if dice else float("nan")
-                if metrics["val_mean_dice"] > best["mean_dice"]:
+                if dist_info.is_main and metrics["val_mean_dice"] > best["mean_dice"]:
                     best = {"mean_dice": metrics["val_mean_dice"], "dice": dice, "step": step}
                     _export(out, task, card, best)
             elif dist_info.is_main and last:
@@ -205,9 +207,11 @@ def _finetune(data: Path, out: Path, config: FinetuneConfig, init: Path | None, 
         if writer is not None and (step % config.log_every == 0 or last or "val_mean_dice" in metrics):
             writer.write(step, metrics)
         progress.update(step, {k: metrics[k] for k in ("loss", "val_mean_dice") if k in metrics})
-        if dist_info.is_main and (step % config.save_every == 0 or last):
-            save_training_state(out / "checkpoints" / "last", step, task, optimizer, scheduler, scaler, rng,
-                                to_dict(config), extra={"best": best})
+        if step % config.save_every == 0 or last:
+            rng_states = gather_rng_states(rng)  # a collective: every rank's sampler goes into the checkpoint
+            if dist_info.is_main:
+                save_training_state(out / "checkpoints" / "last", step, task, optimizer, scheduler, scaler, rng,
+                                    to_dict(config), extra={"best": best}, rng_states=rng_states)
 
     try:
         run_loop(model, crops.batches(train, config.roi, config.batch_size * config.crops_per_volume, config.sampling,
@@ -219,27 +223,6 @@ def _finetune(data: Path, out: Path, config: FinetuneConfig, init: Path | None, 
             writer.close()
     progress.done(model=str(out / "model"), best_mean_dice=best["mean_dice"])
     return out / "model"
-
-
-def validate(network: nn.Module, cases: list[dict], config: FinetuneConfig, device: torch.device,
-             names: list[str]) -> dict[str, float]:
-    """Mean Dice per foreground structure over ``cases`` (sliding window on the preprocessed grid)."""
-    from monai.inferers import sliding_window_inference
-    from monai.metrics import compute_dice
-
-    network.eval()
-    scores = []
-    with torch.no_grad():
-        for case in cases:
-            image = case["image"][None].to(device)  # (1, 1, X, Y, Z)
-            logits = sliding_window_inference(image, config.roi, 2, network, overlap=config.sw_overlap)
-            k = logits.shape[1]
-            pred = nn.functional.one_hot(logits.argmax(1), k).permute(0, 4, 1, 2, 3).float()
-            target = nn.functional.one_hot(case["label"][0].long().to(device), k).permute(3, 0, 1, 2)[None].float()
-            scores.append(compute_dice(pred, target, include_background=False, ignore_empty=True)[0].cpu())
-    network.train()
-    mean = torch.nanmean(torch.stack(scores), dim=0)
-    return {name: float(d) for name, d in zip(names[1:], mean)}
 
 
 def _encoder_source(init: Path | None, default: EncoderConfig):

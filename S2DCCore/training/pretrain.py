@@ -25,11 +25,12 @@ from S2DCCore.models.ema import cosine_momentum
 from S2DCCore.training import methods
 from S2DCCore.training.config import PretrainConfig
 from S2DCCore.training.ddp import DistInfo, cleanup_distributed, setup_run
-from S2DCCore.training.loop import StepResult, run_loop, unwrap
+from S2DCCore.training.loop import StepResult, make_scaler, run_loop, unwrap
 from S2DCCore.training.metrics import MetricsWriter
 from S2DCCore.training.optim import make_scheduler, param_groups
 from S2DCCore.training.progress import Progress
-from S2DCCore.training.state import prepare_run_dir, restore_training_state, save_training_state
+from S2DCCore.training.state import gather_rng_states, prepare_run_dir, restore_training_state, save_training_state
+from S2DCCore.utils.runtime import resolve_precision
 
 log = logging.getLogger(__name__)
 
@@ -56,18 +57,23 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
         prepare_run_dir(out, resume, to_dict(config))
     cohort = load_cohort(data)
     cases = cohort.split("training") or cohort.cases
-    store = VolumeStore(cases, config.preprocess, config.cache_volumes)
+    preprocess = run_preprocess(config)
+    store = VolumeStore(cases, preprocess, config.cache_volumes)
     method = recipe.build_method(config).to(device)
-    optimizer = torch.optim.AdamW(param_groups(method, config.optim.weight_decay), lr=config.optim.lr)
+    optimizer = torch.optim.AdamW(param_groups(method, config.optim.weight_decay, config.optim.decay_norms_and_biases), lr=config.optim.lr)
     for group in optimizer.param_groups:  # which groups a weight-decay schedule may change (saved with the optimiser)
         group["decayed"] = group["weight_decay"] > 0
     scheduler = make_scheduler(optimizer, config.optim.warmup_steps, config.steps, config.optim.min_lr_ratio)
-    scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.precision == "fp16")
+    precision = resolve_precision(device, config.precision)  # bf16 → fp16 on GPUs that only emulate bf16
+    if precision != config.precision and device.type == "cuda":
+        log.warning("precision %s is not native on %s; training in %s with loss scaling", config.precision,
+                    device, precision)
+    scaler = make_scaler(device, precision)
     rng = np.random.default_rng([config.runtime.seed, dist_info.rank])
     start_step = 0
     if resume:
         start_step, _ = restore_training_state(out / "checkpoints" / "last", method, optimizer, scheduler, scaler, rng,
-                                               restore_global_rng=dist_info.is_main)
+                                               rank=dist_info.rank, world_size=dist_info.world_size)
         log.info("resuming %s from step %d", out, start_step)
     _schedule_weight_decay(optimizer, start_step, config)
     model = method
@@ -80,26 +86,36 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
                         config.progress if dist_info.is_main else "none", config.log_every)
     region_shape = tuple(g * r for g, r in zip(config.views.grid, config.views.roi))
 
+    def logged(step: int) -> bool:
+        return step % config.log_every == 0 or step == config.steps
+
+    def saved(step: int) -> bool:
+        return step % config.save_every == 0 or step == config.steps
+
     def on_step(step: int, result: StepResult) -> None:
         _schedule_weight_decay(optimizer, step, config)
+        if not result.synced:  # numbers stay on the device between log/save steps
+            return
         metrics = {"loss": result.loss, **result.parts, "lr": result.lr, "grad_norm": result.grad_norm,
                    "step_s": result.seconds}
-        if writer is not None and (step % config.log_every == 0 or step == config.steps):
+        if writer is not None and logged(step):
             writer.write(step, metrics)
         progress.update(step, {k: metrics[k] for k in ("loss", *result.parts)})
-        if dist_info.is_main and (step % config.save_every == 0 or step == config.steps):
-            _save(out, step, method, optimizer, scheduler, scaler, rng, config, data)
+        if saved(step):
+            rng_states = gather_rng_states(rng)  # a collective: every rank's sampler goes into the checkpoint
+            if dist_info.is_main:
+                _save(out, step, method, optimizer, scheduler, scaler, rng, config, data, preprocess, rng_states)
 
     try:
         batches = _batch_source(store, rng, region_shape, config, recipe, method, data)
         run_loop(model, batches, optimizer, scheduler, scaler, device=device, start_step=start_step,
-                 total_steps=config.steps, precision=config.precision, grad_clip=config.optim.grad_clip,
-                 on_step=on_step)
+                 total_steps=config.steps, precision=precision, grad_clip=config.optim.grad_clip,
+                 on_step=on_step, sync_at=lambda step: logged(step) or saved(step))
     finally:
         if writer is not None:
             writer.close()
     if dist_info.is_main and start_step >= config.steps:
-        _export_encoder(out, config.steps, method, config, data)  # nothing left to train: re-export
+        _export_encoder(out, config.steps, method, config, data, preprocess)  # nothing left to train: re-export
     progress.done(encoder=str(out / "encoder"), steps=config.steps)
     return out / "encoder"
 
@@ -128,17 +144,26 @@ def _batch_source(store: VolumeStore, rng: np.random.Generator, region_shape, co
 
 def _batches(store: VolumeStore, rng: np.random.Generator, region_shape, config, recipe) -> Iterator[dict]:
     while True:
-        regions = [random_region(store[int(rng.integers(len(store)))], region_shape, rng)
+        regions = [random_region(store[int(rng.integers(len(store)))], region_shape, rng, config.small_regions)
                    for _ in range(config.batch_size)]
         yield recipe.make_batch(regions, rng, config)
 
 
-def _save(out: Path, step: int, method, optimizer, scheduler, scaler, rng, config: PretrainConfig, data: Path) -> None:
-    save_training_state(out / "checkpoints" / "last", step, method, optimizer, scheduler, scaler, rng, to_dict(config))
-    _export_encoder(out, step, method, config, data)
+def run_preprocess(config: PretrainConfig):
+    """The intensity preprocessing the run's method trains with (Alice: its own CT window, see `AliceConfig`)."""
+    own = getattr(methods.get(config.method), "preprocess", None)
+    return own(config) if own is not None else config.preprocess
 
 
-def _export_encoder(out: Path, step: int, method, config: PretrainConfig, data: Path) -> None:
+def _save(out: Path, step: int, method, optimizer, scheduler, scaler, rng, config: PretrainConfig, data: Path,
+          preprocess, rng_states: list[dict] | None = None) -> None:
+    save_training_state(out / "checkpoints" / "last", step, method, optimizer, scheduler, scaler, rng, to_dict(config),
+                        rng_states=rng_states)
+    _export_encoder(out, step, method, config, data, preprocess)
+
+
+def _export_encoder(out: Path, step: int, method, config: PretrainConfig, data: Path, preprocess=None) -> None:
+    preprocess = preprocess or config.preprocess
     card = {
         "kind": "encoder",
         "method": config.method,
@@ -148,10 +173,10 @@ def _export_encoder(out: Path, step: int, method, config: PretrainConfig, data: 
         "patch_size": config.encoder.patch_size,
         "preset": config.preset,
         "key_prefix": "swinViT.",
-        "preprocess": to_dict(config.preprocess),
-        "intensity_preset": config.preprocess.preset,
-        "spacing": None if config.preprocess.spacing is None else list(config.preprocess.spacing),
-        "orientation": config.preprocess.orientation,
+        "preprocess": to_dict(preprocess),
+        "intensity_preset": preprocess.preset,
+        "spacing": None if preprocess.spacing is None else list(preprocess.spacing),
+        "orientation": preprocess.orientation,
         "step": step,
         "trained_on": str(data),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),

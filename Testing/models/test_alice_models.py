@@ -105,3 +105,16 @@ def test_swinssl_heads_official_tokens_and_pooled():
     assert pooled(last, reconstruct=False)[2] is None
     with pytest.raises(ValueError, match="two tokens"):
         heads(torch.randn(1, 32, 1, 1, 1))
+
+
+def test_head_logits_are_fp32_under_bf16_autocast():
+    """The teacher divides these logits by ~0.01: bf16 logits (8-bit mantissa) visibly shift its softmax."""
+    torch.manual_seed(0)
+    head = AliceHead(query_dim=24, decoder_dim=12, hidden_dim=32, bottleneck_dim=8, out_dim=16, patch_out_dim=10)
+    inputs = (torch.randn(2, 24), torch.randn(2, 4, 24), torch.randn(2, 32, 12))
+    reference = head(*inputs)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = head(*inputs)
+    for ours, ref in zip(mixed, reference):
+        assert ours.dtype == torch.float32
+        torch.testing.assert_close(ours, ref, atol=0.05, rtol=0.05)  # the MLP before it may run in bf16

@@ -96,7 +96,14 @@ def test_sigkill_then_resume_continues_from_last_saved_step(cohort, tmp_path):
     assert load_model_dir(run / "encoder")[1]["step"] == 6
 
 
-def test_torchrun_two_processes_gloo_rank0_writes(cohort, tmp_path):
+@pytest.fixture(scope="module")
+def roomy_cohort(tmp_path_factory) -> Path:
+    """Volumes larger than the tiny region on every axis, so two ranks' random regions almost never coincide."""
+    return write_phantom_cohort(tmp_path_factory.mktemp("ph80") / "ph", cases=2, seed=3, config=PhantomConfig(size=80))
+
+
+def test_torchrun_two_processes_gloo_rank0_writes(roomy_cohort, tmp_path):
+    cohort = roomy_cohort
     run = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
@@ -111,6 +118,22 @@ def test_torchrun_two_processes_gloo_rank0_writes(cohort, tmp_path):
     assert state["step"] == 2
     # The queue holds keys from both ranks: 2 ranks × 1 key per step × 2 steps were enqueued.
     assert int(state["model"]["queue.ptr"]) == 4
+    queue = state["model"]["queue.queue"]
+    assert not torch.allclose(queue[2], queue[3])  # step 2: rank 0's key, rank 1's key
+
+    # Resume for one more step: each rank must continue its own sampler (issue 14, item 1). Restoring rank
+    # 0's generator on every rank made both draw the same region and views, hence the same key.
+    resumed = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "S2DCCore.cli.main", "pretrain", "--data", str(cohort), "--out", str(run), "--preset", "tiny",
+         "--steps", "3", "--device", "cpu", "--progress", "none", "--resume", "runtime.threads=1"],
+        capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    state = load_state(run / "checkpoints" / "last")
+    assert state["step"] == 3 and int(state["model"]["queue.ptr"]) == 6
+    queue = state["model"]["queue.queue"]
+    assert not torch.allclose(queue[4], queue[5]), "after the resume both ranks drew the same batch"
+    assert len(state["rng_ranks"]) == 2
 
 
 def test_non_finite_loss_stops_the_run(cohort, tmp_path):

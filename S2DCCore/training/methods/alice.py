@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,6 +53,12 @@ class AliceConfig:
         mask_patch / mask_ratio: column masks through z (official 16 voxels, 0.75).
         augment / rotate_degrees / noise_std: teacher views rotated about z and noised (official values
             ±15°, σ 0.1, computed but unused upstream; ``augment: false`` reproduces that).
+        ct_window: Alice's own CT window in HU (official −125..225: clipped, then scaled to [0, 1], so
+            query points, drawn where the value is > 0, lie above −125 HU and the reconstruction target
+            is soft tissue). None: the run's ``preprocess.ct_window`` (S²DC's −1000..1000). MR data is
+            not affected. The encoder's model card records the window it was trained with.
+        drop_path_rate: stochastic depth of the student encoder (official 0.2, nnFormer's encoder
+            default); None keeps ``encoder.drop_path_rate`` (0). The EMA teacher never drops paths.
     """
 
     roi: tuple[int, int, int] = (96, 96, 96)
@@ -68,6 +74,8 @@ class AliceConfig:
     augment: bool = True
     rotate_degrees: float = 15.0
     noise_std: float = 0.1
+    ct_window: tuple[float, float] | None = (-125.0, 225.0)
+    drop_path_rate: float | None = None
     model: AliceModelConfig = field(default_factory=AliceModelConfig)
     loss: AliceLossConfig = field(default_factory=AliceLossConfig)
 
@@ -83,6 +91,10 @@ class AliceConfig:
             raise UsageError(f"alice.matcher_roi must be multiples of 32, not {tuple(self.matcher_roi)}")
         if not 0.0 <= self.mask_ratio <= 1.0:
             raise UsageError(f"alice.mask_ratio must lie in [0, 1], not {self.mask_ratio}")
+        if self.ct_window is not None and self.ct_window[0] >= self.ct_window[1]:
+            raise UsageError(f"alice.ct_window must be (low, high) with low < high, not {self.ct_window}")
+        if self.drop_path_rate is not None and not 0.0 <= self.drop_path_rate < 1.0:
+            raise UsageError(f"alice.drop_path_rate must lie in [0, 1), not {self.drop_path_rate}")
 
 
 class AliceMethod(nn.Module):
@@ -97,8 +109,13 @@ class AliceMethod(nn.Module):
     def __init__(self, encoder: EncoderConfig, config: AliceConfig, total_steps: int) -> None:
         super().__init__()
         model, loss = config.model, config.loss
+        if config.drop_path_rate is not None:
+            encoder = replace(encoder, drop_path_rate=config.drop_path_rate)
         self.student = AliceNetwork(encoder, model)
         self.teacher = make_teacher(self.student)
+        for module in self.teacher.modules():  # the teacher sees whole networks (iBOT/DINO teachers have none)
+            if hasattr(module, "drop_prob"):
+                module.drop_prob = 0.0
         self.casa = CASA(model.patch_out_dim, model.casa_inner, model.casa_heads, model.casa_head_dim,
                          model.casa_dropout)
         self.criterion = AliceLoss(loss, model.out_dim, model.patch_out_dim)
@@ -152,6 +169,13 @@ def build_method(config) -> AliceMethod:
         raise UsageError(f"alice.matcher must be one of {', '.join(BUILTIN_MATCHERS)} or an encoder directory; "
                          f"{matcher!r} is neither")
     return AliceMethod(config.encoder, config.alice, config.steps)
+
+
+def preprocess(config):
+    """The intensity preprocessing of Alice's volumes: the run's, with ``alice.ct_window`` on CT."""
+    if config.alice.ct_window is None or config.preprocess.preset != "ct":
+        return config.preprocess
+    return replace(config.preprocess, ct_window=tuple(config.alice.ct_window))
 
 
 def build_matcher(config, store, method: AliceMethod, data: Path | None) -> Matcher:

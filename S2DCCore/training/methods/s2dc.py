@@ -120,7 +120,7 @@ class S2DCMethod(nn.Module):
             k_cl = k_aug.reshape(-1, n_crops, k_aug.shape[-1])
             g_query, g_positive, in_batch, chosen = select_global_pairs(q_cl, k_cl)
             g_negatives = torch.cat([in_batch, self.queue.features().to(in_batch.dtype)], dim=0)
-            keys = k_plain.reshape(-1, n_crops, k_plain.shape[-1])[torch.arange(len(chosen)), chosen]
+            keys = k_plain.reshape(-1, n_crops, k_plain.shape[-1])[torch.arange(len(chosen), device=chosen.device), chosen]
         terms = self.criterion(q_tokens=q_tokens, k_tokens=k_tokens, matches=matches, g_query=g_query,
                                g_positive=g_positive, g_negatives=g_negatives)
         if self.use_global and self.training:
