@@ -30,7 +30,9 @@ from S2DCCore.training.loop import StepResult, run_loop, unwrap
 from S2DCCore.training.metrics import MetricsWriter
 from S2DCCore.training.optim import make_scheduler, param_groups
 from S2DCCore.training.progress import Progress
+from S2DCCore.training.space import check_run_space
 from S2DCCore.training.state import prepare_run_dir, restore_training_state, save_training_state
+from S2DCCore.utils.run_lock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -57,12 +59,15 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig, *, init:
 
     Raises:
         UsageError: ``out`` not empty without ``resume`` (or nothing to resume).
-        DataError: the cohort has no labels, or ``init`` is not a usable encoder directory.
+        FolderBusyError: another process is writing ``out``.
+        DataError: the cohort has no labels, or ``init`` is not a usable encoder directory; `StorageError`
+            when ``out``'s disk is too small, full or read-only.
     """
     out = Path(out)
     device, dist_info = setup_run(config.runtime)
     try:
-        return _finetune(Path(data), out, config, None if init is None else Path(init), resume, device, dist_info)
+        with run_lock(out, enabled=dist_info.is_main):  # one writer per run folder (S2DCCore.utils.run_lock)
+            return _finetune(Path(data), out, config, None if init is None else Path(init), resume, device, dist_info)
     finally:
         cleanup_distributed()
 
@@ -107,6 +112,8 @@ def _finetune(data: Path, out: Path, config: FinetuneConfig, init: Path | None, 
     scheduler = make_scheduler(optimizer, config.optim.warmup_steps, config.steps, config.optim.min_lr_ratio)
     scaler = torch.amp.GradScaler("cuda", enabled=device.type == "cuda" and config.precision == "fp16")
     rng = np.random.default_rng([config.runtime.seed, dist_info.rank])
+    if dist_info.is_main:
+        check_run_space(out, task, optimizer, steps=config.steps, log_every=config.log_every, resume=resume)
     start_step, best = 0, {"mean_dice": -1.0, "dice": {}, "step": 0}
     if resume:
         start_step, extra = restore_training_state(out / "checkpoints" / "last", task, optimizer, scheduler, scaler,
