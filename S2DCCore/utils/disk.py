@@ -68,7 +68,7 @@ def storage_error(exc: BaseException, path: str | Path | None = None, what: str 
         return None
     path = path if path is not None else getattr(exc, "filename", None)
     reason = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "disk quota exceeded",
-              errno.EROFS: "the file system is read-only"}.get(code, "permission denied")
+              errno.EROFS: "read-only file system"}.get(code, "permission denied")
     size = "" if needed is None or path is None else \
         f" (needs {format_bytes(needed)}, {format_bytes(free_bytes(path))} free)"
     return StorageError(f"cannot write {what}: {reason}{size}", path)
