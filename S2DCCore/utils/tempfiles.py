@@ -21,9 +21,7 @@ def temp_prefix(path: Path) -> str:
 def make_temp_dir(path: Path) -> Path:
     """A new temporary folder beside ``path`` (ordinary permissions, as the final folder will have)."""
     tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), dir=path.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
+    os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result is an ordinary folder
     return tmp
 
 
@@ -31,7 +29,14 @@ def make_temp_file(path: Path, suffix: str = "") -> Path:
     """A new empty temporary file beside ``path``."""
     fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private; the output is an ordinary file
     return Path(tmp)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def sweep_stale(path: Path) -> list[Path]:
