@@ -48,6 +48,7 @@ def check_run_space(out: Path, model: torch.nn.Module, optimizer: torch.optim.Op
                     log_every: int, resume: bool) -> int:
     """Refuse (`StorageError`, one line) before step 1 when ``out``'s file system cannot hold the run."""
     needed = run_bytes(model, optimizer, steps=steps, log_every=log_every, out=out, resume=resume)
-    check_free_space(out, needed, f"this run's checkpoints (checkpoint {format_bytes(checkpoint_bytes(model, optimizer))}"
-                     " × 2 for the atomic swap, exports, metrics)")
+    checkpoint = format_bytes(checkpoint_bytes(model, optimizer))
+    check_free_space(out, needed, f"this run's checkpoints (checkpoint {checkpoint} × 2 for the atomic swap, exports, "
+                     "metrics)")
     return needed

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from faultkit import (ENV, TIMEOUT_S, TRAIN, assert_same_model, kill_after_step, leftovers, metric_steps, one_line_error,
-                      run_killed, run_s2dc, s2dc_command)
+from faultkit import (ENV, TIMEOUT_S, TRAIN, assert_same_model, kill_after_step, leftovers, metric_steps,
+                      one_line_error, run_killed, run_s2dc, s2dc_command)
 from S2DCCore.checkpoint import load_state
 from S2DCCore.cli.main import main
 from S2DCCore.utils.run_lock import LOCK_NAME

@@ -27,7 +27,8 @@ def test_check_free_space_refuses_with_sizes(tmp_path, monkeypatch):
 @pytest.mark.parametrize("code, words", [(errno.ENOSPC, "no space left"), (errno.EROFS, "read-only"),
                                          (errno.EACCES, "permission denied")])
 def test_storage_errors_become_one_line(tmp_path, code, words):
-    with pytest.raises(StorageError) as caught, storage_errors(tmp_path / "ckpt", "the training checkpoint", 23_000_000):
+    with pytest.raises(StorageError) as caught, storage_errors(tmp_path / "ckpt", "the training checkpoint",
+                                                              23_000_000):
         raise OSError(code, os.strerror(code))
     assert str(caught.value).startswith(f"{tmp_path / 'ckpt'}: cannot write the training checkpoint: {words}")
     assert "needs 23.0 MB" in str(caught.value) and "\n" not in str(caught.value)
