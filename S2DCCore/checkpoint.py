@@ -8,7 +8,8 @@ Two kinds of directory:
   queue, RNG states, step).
 
 Both are written to a temporary directory and swapped in with renames, so a process killed at any
-moment leaves either the previous or the new checkpoint loadable (`resolve_checkpoint_dir` finds it).
+moment leaves either the previous or the new checkpoint loadable (`resolve_checkpoint_dir` finds it);
+a full disk or read-only folder is one `StorageError` line and leaves the previous checkpoint in place.
 Nothing is ever unpickled; a ``.pt``/``.pth``/``.pkl`` file given as a model is refused.
 """
 
@@ -17,11 +18,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from S2DCCore.errors import DataError
+from S2DCCore.utils.disk import storage_errors
+from S2DCCore.utils.faults import fault_point
+from S2DCCore.utils.tempfiles import make_temp_dir, sweep_stale
 
 FORMAT_VERSION = 1
 MODEL_WEIGHTS, MODEL_CARD = "model.safetensors", "model.json"
@@ -34,12 +37,14 @@ def save_model_dir(path: str | Path, tensors: dict, card: dict) -> Path:
     from safetensors.torch import save_file
 
     card = {"format_version": FORMAT_VERSION, **card}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
 
     def write(tmp: Path) -> None:
-        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / MODEL_WEIGHTS))
+        save_file(tensors, str(tmp / MODEL_WEIGHTS))
         (tmp / MODEL_CARD).write_text(json.dumps(card, indent=2, sort_keys=False))
 
-    return _atomic_dir(Path(path), write)
+    return _atomic_dir(Path(path), write, f"the {card.get('kind', 'model')} export", tensor_bytes(tensors),
+                       "export")
 
 
 def read_model_card(path: str | Path) -> dict:
@@ -49,7 +54,7 @@ def read_model_card(path: str | Path) -> dict:
         DataError: the path is a pickle file or missing, the card is missing or corrupt, or its
             ``format_version`` is not this one.
     """
-    path = Path(path)
+    path = _model_dir(Path(path))
     if path.is_file():
         hint = "pickle files are never loaded (they can run code)" if path.suffix.lower() in PICKLE_SUFFIXES else \
             "expected a model directory"
@@ -70,7 +75,15 @@ def load_model_dir(path: str | Path) -> tuple[dict, dict]:
         DataError: the path is a pickle file, is missing a file, or holds a corrupt one.
     """
     card = read_model_card(path)
-    return _read_tensors(Path(path) / MODEL_WEIGHTS), card
+    return _read_tensors(_model_dir(Path(path)) / MODEL_WEIGHTS), card
+
+
+def _model_dir(path: Path) -> Path:
+    """``path``, or its ``.old`` twin while a writer killed mid-swap has not been resumed yet."""
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / MODEL_CARD).is_file() and (old / MODEL_WEIGHTS).is_file():
+        return old
+    return path
 
 
 def save_state(path: str | Path, state: dict) -> Path:
@@ -84,7 +97,12 @@ def save_state(path: str | Path, state: dict) -> Path:
         save_file(tensors, str(tmp / STATE_TENSORS))
         (tmp / STATE_JSON).write_text(json.dumps({"format_version": FORMAT_VERSION, "state": skeleton}))
 
-    return _atomic_dir(Path(path), write)
+    return _atomic_dir(Path(path), write, "the training checkpoint", tensor_bytes(tensors), "checkpoint")
+
+
+def tensor_bytes(tensors: dict) -> int:
+    """Bytes the tensors of a flat dict take in a safetensors file (data; headers are small)."""
+    return sum(t.numel() * t.element_size() for t in tensors.values())
 
 
 def load_state(path: str | Path) -> dict:
@@ -106,26 +124,60 @@ def resolve_checkpoint_dir(path: Path) -> Path:
     raise DataError("no complete checkpoint here", path)
 
 
-def _atomic_dir(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        write(tmp)
-        for file in tmp.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        old = path.with_name(path.name + ".old")
-        if old.exists():
-            shutil.rmtree(old)
-        if path.exists():
-            os.replace(path, old)  # a kill here leaves path.old complete: resolve_checkpoint_dir uses it
-        os.replace(tmp, path)
-        if old.exists():
-            shutil.rmtree(old)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+def _atomic_dir(path: Path, write, what: str, needed: int, point: str) -> Path:
+    """Write a directory with ``write(tmp)`` and swap it in for ``path``; the previous one survives any kill.
+
+    Order: write and fsync a temporary sibling; if an earlier kill left only ``path.old``, move it back;
+    rename ``path`` → ``path.old`` and the temporary → ``path``; then remove ``path.old``. At every
+    instant ``path`` or ``path.old`` is complete (`resolve_checkpoint_dir`). Temporaries of killed
+    writers are removed first. A full disk or read-only folder raises a one-line `StorageError`.
+    ``point`` names the fault points (`S2DCCore.utils.faults`) ``{point}.write`` and ``{point}.swap``.
+    """
+    with storage_errors(path, what, needed):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path)
+        tmp = make_temp_dir(path)
+        try:
+            write(tmp)
+            fault_point(f"{point}.write", tmp)
+            for file in tmp.iterdir():
+                with open(file, "rb") as handle:
+                    os.fsync(handle.fileno())
+            _fsync_dir(tmp)
+            _swap(tmp, path, point)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+def _swap(tmp: Path, path: Path, point: str) -> None:
+    old = path.with_name(path.name + ".old")
+    if old.exists() and not path.exists():
+        os.replace(old, path)  # a kill mid-swap left the only good copy in .old: put it back first
+    if old.exists():
+        shutil.rmtree(old)  # path is complete (it only ever arrives by rename), so .old is redundant
+    if path.exists():
+        os.replace(path, old)
+        fault_point(f"{point}.swap", path)  # a kill here leaves path.old complete
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make renames in ``path`` durable (no-op where directories cannot be opened, e.g. Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_json(path: Path) -> dict:

@@ -73,11 +73,10 @@ def register(sub, common: argparse.ArgumentParser) -> None:
 
 
 def run_segment(args: argparse.Namespace) -> int:
-    from S2DCCore.inference.label_table import sidecar_path
     from S2DCCore.inference.memory import parse_size
     from S2DCCore.inference.segment import segment_image, write_segmentation
 
-    _refuse_existing(args.output, sidecar_path(args.output), _preview_path(args.output) if args.preview else None)
+    _refuse_existing_labelmap(args.output, args.preview)
     budget = parse_size(args.memory_budget) if args.memory_budget else None
     result = segment_image(args.image, args.model, device=args.device, overlap=args.overlap, roi=args.roi,
                            sw_batch_size=args.sw_batch_size, precision=args.precision, memory_budget=budget,
@@ -111,11 +110,11 @@ def run_embed(args: argparse.Namespace) -> int:
 
 
 def run_propagate(args: argparse.Namespace) -> int:
-    from S2DCCore.inference.label_table import sidecar_path, write_labelmap
+    from S2DCCore.inference.label_table import write_labelmap
     from S2DCCore.inference.memory import parse_size
     from S2DCCore.inference.propagate import propagate_image
 
-    _refuse_existing(args.output, sidecar_path(args.output), _preview_path(args.output) if args.preview else None)
+    _refuse_existing_labelmap(args.output, args.preview)
     budget = parse_size(args.memory_budget) if args.memory_budget else None
     result = propagate_image(args.image, args.model, args.scribbles, method=args.method,
                              extra_features=args.extra_features, stage=args.stage, device=args.device, roi=args.roi,
@@ -167,6 +166,14 @@ def _preview_path(output: Path) -> Path:
     from S2DCCore.inference.label_table import sidecar_path
 
     return sidecar_path(output).with_suffix(".png")
+
+
+def _refuse_existing_labelmap(output: Path, preview: bool) -> None:
+    """Refuse an existing labelmap, sidecar or preview; a sidecar orphaned by a killed run is replaced."""
+    from S2DCCore.inference.label_table import is_orphan_sidecar, sidecar_path
+
+    sidecar = None if is_orphan_sidecar(output) else sidecar_path(output)
+    _refuse_existing(output, sidecar, _preview_path(output) if preview else None)
 
 
 def _refuse_existing(*paths: Path | None) -> None:

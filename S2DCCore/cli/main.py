@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from S2DCCore.errors import S2DCError, find_user_error
+    from S2DCCore.utils.disk import storage_error
 
+    _exit_cleanly_on_sigterm()
     try:
         return int(args.run(args) or 0)
     except S2DCError as exc:
@@ -58,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2dc {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # anything else is our bug: still one line unless --verbose
-        user_error = find_user_error(exc)
-        if user_error is not None:  # a data error raised inside a MONAI transform
+        user_error = find_user_error(exc) or storage_error(exc)
+        if user_error is not None:  # a data error raised inside a MONAI transform, or a full/read-only disk
             if verbose:
                 traceback.print_exc()
             print(f"s2dc {args.command}: error: {user_error}", file=sys.stderr)
@@ -70,6 +72,20 @@ def main(argv: list[str] | None = None) -> int:
         print(f"s2dc {args.command}: error: {type(exc).__name__}: {first} (rerun with --verbose for the traceback)",
               file=sys.stderr)
         return 1
+
+
+def _exit_cleanly_on_sigterm() -> None:
+    """SIGTERM (Slicer's Cancel, ``kill``, torchrun stopping a group) unwinds like an exception: temporary
+    files are removed and the run folder's lock file too, before the exit (code 143). SIGKILL cannot be
+    caught; what it leaves is cleaned by the next writer (`S2DCCore.utils.tempfiles`)."""
+    import signal
+    import threading
+
+    def terminate(signum, frame):
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, terminate)
 
 
 if __name__ == "__main__":

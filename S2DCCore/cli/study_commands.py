@@ -21,7 +21,7 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("--methods", default="scratch,swinssl,alice,s2dc", help="comma-separated (default: all four)")
     p.add_argument("--label-counts", default="1,2,4", help="K values of the linear probe (default 1,2,4)")
     p.add_argument("--finetune-label-counts", default=None,
-                   help="K values also fine-tuned (default: every label count)")
+                   help="K values also fine-tuned (default: every label count; \"\" for a probe-only study)")
     p.add_argument("--seeds", default="0,1,2", help="seeds of probing and fine-tuning (default 0,1,2)")
     p.add_argument("--preset", default="tiny", help="model preset (default tiny)")
     p.add_argument("--pretrain-steps", type=int, default=300)

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,9 @@ from S2DCCore.errors import UsageError
 from S2DCCore.inference.embed import Embedding
 from S2DCCore.inference.label_table import label_entries
 from S2DCCore.io.image import write_image
+from S2DCCore.utils.disk import storage_errors
+from S2DCCore.utils.faults import fault_point
+from S2DCCore.utils.tempfiles import make_temp_dir, sweep_stale
 
 NIFTI_INTENT_VECTOR = "vector"
 
@@ -53,22 +55,22 @@ def write_embedding(outdir: str | Path, result: Embedding, *,
             ``preview_structures.png`` and ``preview_similarity.png`` show the overlays on it.
     """
     outdir = check_output_dir(outdir)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.tmp-", dir=outdir.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it private; the result is an ordinary folder
-    try:
-        names = _write_all(tmp, result)
-        if preview_image is not None:
-            names += _write_previews(tmp, result, preview_image)
-        check_output_dir(outdir)
-        if outdir.exists():
-            outdir.rmdir()
-        os.replace(tmp, outdir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with storage_errors(outdir, "the embedding folder", result.features.nbytes):
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(outdir)  # the temporary folder of a writer killed before its rename
+        tmp = make_temp_dir(outdir)
+        try:
+            names = _write_all(tmp, result)
+            if preview_image is not None:
+                names += _write_previews(tmp, result, preview_image)
+            fault_point("embed.write", tmp)
+            check_output_dir(outdir)
+            if outdir.exists():
+                outdir.rmdir()
+            os.replace(tmp, outdir)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
     return {name: outdir / name for name in names}
 
 

@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from S2DCCore.errors import UsageError
 from S2DCCore.io.image import image_suffix, write_image
+from S2DCCore.utils.disk import storage_errors
+from S2DCCore.utils.faults import fault_point
+from S2DCCore.utils.tempfiles import make_temp_file, sweep_stale
 
 
 def label_color(value: int) -> tuple[int, int, int]:
@@ -46,22 +48,40 @@ def sidecar_path(labelmap: str | Path) -> Path:
 
 def write_json_atomic(path: Path, payload: dict) -> Path:
     """Write ``payload`` to a temporary file beside ``path`` and rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump(payload, handle, indent=2)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    text = json.dumps(payload, indent=2)
+    with storage_errors(path, "the label table", len(text)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path)
+        tmp = make_temp_file(path, ".json")
+        try:
+            tmp.write_text(text)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return path
+
+
+def is_orphan_sidecar(labelmap: str | Path) -> bool:
+    """Whether ``labelmap``'s sidecar is the leftover of a write killed before the labelmap arrived: the
+    labelmap is missing and the sidecar is ours and names it (such a sidecar may be replaced)."""
+    labelmap, sidecar = Path(labelmap), sidecar_path(labelmap)
+    if labelmap.exists() or not sidecar.is_file():
+        return False
+    try:
+        payload = json.loads(sidecar.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(payload, dict) and payload.get("format_version") == 1 and payload.get("labelmap") == labelmap.name
 
 
 def write_labelmap(path: str | Path, labels: np.ndarray, affine: np.ndarray, label_names: dict[int, str],
                    provenance: dict | None = None) -> tuple[Path, Path]:
     """Write ``labels`` to ``path`` (format by suffix; names go into a ``.seg.nrrd`` header too) and the
-    sidecar JSON; neither is written if either exists, and a failed sidecar removes the labelmap.
+    sidecar JSON; neither is written if either exists, and a failed labelmap removes the sidecar.
+
+    The sidecar is written first and the labelmap, renamed into place last, marks the output finished:
+    a run killed in between leaves an orphan sidecar (`is_orphan_sidecar`) that the rerun replaces.
 
     Returns:
         (labelmap path, sidecar path).
@@ -69,14 +89,15 @@ def write_labelmap(path: str | Path, labels: np.ndarray, affine: np.ndarray, lab
     path = Path(path)
     sidecar = sidecar_path(path)
     for existing in (path, sidecar):
-        if existing.exists():
+        if existing.exists() and not (existing == sidecar and is_orphan_sidecar(path)):
             raise UsageError("output exists; refusing to overwrite it", existing)
     payload = {"format_version": 1, "labelmap": path.name, "labels": label_entries(label_names),
                **(provenance or {})}
-    write_image(path, labels, affine, label_names=label_names)
+    write_json_atomic(sidecar, payload)
     try:
-        write_json_atomic(sidecar, payload)
+        fault_point("labelmap.commit", path)
+        write_image(path, labels, affine, label_names=label_names)
     except BaseException:
-        path.unlink(missing_ok=True)
+        sidecar.unlink(missing_ok=True)
         raise
     return path, sidecar

@@ -8,13 +8,15 @@ way in and out, so a read → write → read round trip keeps the affine (to flo
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from S2DCCore.errors import DataError, UsageError
+from S2DCCore.utils.disk import storage_errors
+from S2DCCore.utils.faults import fault_point
+from S2DCCore.utils.tempfiles import make_temp_file, sweep_stale
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 NRRD_SUFFIXES = (".nrrd", ".nhdr")
@@ -146,6 +148,7 @@ def write_image(
 
     Raises:
         UsageError: if ``path`` exists and ``overwrite`` is false, or the suffix is unsupported.
+        StorageError: the disk is full, or the folder read-only or not writable.
     """
     path = Path(path)
     if path.exists() and not overwrite:
@@ -158,13 +161,16 @@ def write_image(
         from S2DCCore.io.nrrd_format import write_nrrd as writer
     else:
         raise UsageError(f"cannot write {suffix or '(no suffix)'}; use .nii.gz, .nii, .nrrd or .seg.nrrd", path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        writer(Path(tmp), np.asarray(array), affine, label_names=label_names)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    array = np.asarray(array)
+    with storage_errors(path, "the image", array.nbytes):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path)  # temporaries of a writer killed before its rename
+        tmp = make_temp_file(path, suffix)
+        try:
+            writer(tmp, array, affine, label_names=label_names)
+            fault_point("image.write", tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
     return path

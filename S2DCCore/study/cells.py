@@ -9,6 +9,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from S2DCCore.utils.disk import storage_errors
+from S2DCCore.utils.faults import fault_point
+from S2DCCore.utils.tempfiles import make_temp_file, sweep_stale
+
 log = logging.getLogger(__name__)
 
 
@@ -31,8 +35,16 @@ def run_cell(path: Path, compute: Callable[[], dict]) -> dict:
 
 
 def write_json(path: Path, value: dict) -> None:
-    """Atomic JSON write (temporary sibling + rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(value, indent=2) + "\n")
-    os.replace(tmp, path)
+    """Atomic JSON write (temporary sibling + rename; temporaries of killed writers are removed)."""
+    text = json.dumps(value, indent=2) + "\n"
+    with storage_errors(path, "a study result", len(text)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path)
+        tmp = make_temp_file(path, ".json")
+        try:
+            tmp.write_text(text)
+            fault_point("cell.write", tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()

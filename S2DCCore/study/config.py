@@ -17,7 +17,8 @@ class StudyConfig:
         methods: ``scratch`` (random initialisation) and pretraining methods (``swinssl``, ``alice``,
             ``s2dc``); every pretraining method gets the same steps, pool and preset.
         label_counts: labelled cases (or crops) K the linear probe sees; the first K of the training split.
-        finetune_label_counts: the K values that are also fine-tuned (None: all of ``label_counts``).
+        finetune_label_counts: the K values that are also fine-tuned (None: all of ``label_counts``; ``()``:
+            none, a probe-only study).
             Fine-tuning costs minutes per cell, the probe seconds.
         seeds: seeds of fine-tuning / probing (voxel sampling, decoder init, crops). Pretraining runs
             once per method with ``pretrain_seed``: the seeds measure the spread of what follows it.

@@ -104,7 +104,7 @@ def write_results(out: Path, plan: StudyData, config: StudyConfig) -> dict:
                 m: paired_delta(c, base, counts if kind == "probe" else ft_counts, seeds)
                 for m, c in found[kind].items() if m != "scratch"}
     summary["probe_structures"] = structure_means(found["probe"], max(counts), seeds)
-    summary["finetune_structures"] = structure_means(found["finetune"], max(ft_counts), seeds)
+    summary["finetune_structures"] = structure_means(found["finetune"], max(ft_counts), seeds) if ft_counts else {}
     _write_csv(folder / "results.csv", found)
     tables = _tables(summary, counts, ft_counts)
     (folder / "table.md").write_text(_markdown(tables, summary) + "\n")

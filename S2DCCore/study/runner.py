@@ -11,7 +11,8 @@ Layout of ``STUDY/`` (every ``*.json`` result is a finished cell, never recomput
     results/                        results.csv (per structure), table.md, learning_curve.png, summary.json
 
 Fixed step counts make every cell reproducible from its seed; stopping and rerunning the same command
-continues where it stopped.
+continues where it stopped. One process writes a study folder at a time (`S2DCCore.utils.run_lock`).
+``finetune_label_counts=()`` runs a probe-only study (no fine-tuning cells).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from S2DCCore.io.image import read_image
 from S2DCCore.study.cells import run_cell, write_json
 from S2DCCore.study.config import StudyConfig
 from S2DCCore.study.plan import StudyData, plan_study, write_cohorts
+from S2DCCore.utils.run_lock import folder_is_empty, run_lock
 
 log = logging.getLogger(__name__)
 PROBE_STAGES = (0, 1, 2, 3, 4)
@@ -39,6 +41,11 @@ def run_study(data: str | Path, out: str | Path, config: StudyConfig) -> dict:
     """Run (or continue) the study of the cohort at ``data`` in ``out``; return the summary."""
     out = Path(out)
     plan = plan_study(data, config)
+    with run_lock(out):  # one study process per folder; its pretrain/fine-tune runs lock their own folders
+        return _run_study(out, plan, config)
+
+
+def _run_study(out: Path, plan: StudyData, config: StudyConfig) -> dict:
     _claim(out, {"config": to_dict(config), "data": plan.summary()})
     cohorts = write_cohorts(plan, out / "cohorts", config.label_counts)
     encoders = {m: _pretrain_cell(out, m, cohorts["pretrain"], plan, config) for m in config.pretrained}
@@ -63,7 +70,7 @@ def _claim(out: Path, settings: dict) -> None:
             raise UsageError("holds a study with other settings or data; use a new folder, or the same settings "
                              "to continue it", marker)
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not folder_is_empty(out):
         raise UsageError("output folder exists, is not empty and holds no study.json; choose a new one", out)
     write_json(marker, settings)
 

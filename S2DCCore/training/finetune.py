@@ -30,8 +30,10 @@ from S2DCCore.training.metrics import MetricsWriter
 from S2DCCore.training import crops
 from S2DCCore.training.optim import finetune_param_groups, make_scheduler
 from S2DCCore.training.progress import Progress
+from S2DCCore.training.space import check_run_space
 from S2DCCore.training.state import gather_rng_states, prepare_run_dir, restore_training_state, save_training_state
 from S2DCCore.training.validation import validate_segmentation
+from S2DCCore.utils.run_lock import run_lock
 
 log = logging.getLogger(__name__)
 
@@ -97,12 +99,15 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig, *, init:
 
     Raises:
         UsageError: ``out`` not empty without ``resume`` (or nothing to resume).
-        DataError: the cohort has no labels, or ``init`` is not a usable encoder directory.
+        FolderBusyError: another process is writing ``out``.
+        DataError: the cohort has no labels, or ``init`` is not a usable encoder directory; `StorageError`
+            when ``out``'s disk is too small, full or read-only.
     """
     out = Path(out)
     device, dist_info = setup_run(config.runtime)
     try:
-        return _finetune(Path(data), out, config, None if init is None else Path(init), resume, device, dist_info)
+        with run_lock(out, enabled=dist_info.is_main):  # one writer per run folder (S2DCCore.utils.run_lock)
+            return _finetune(Path(data), out, config, None if init is None else Path(init), resume, device, dist_info)
     finally:
         cleanup_distributed()
 
@@ -155,6 +160,8 @@ def _finetune(data: Path, out: Path, config: FinetuneConfig, init: Path | None, 
                                kind=config.optim.schedule)
     scaler = make_scaler(device, config.precision)
     rng = np.random.default_rng([config.runtime.seed, dist_info.rank])
+    if dist_info.is_main:
+        check_run_space(out, task, optimizer, steps=config.steps, log_every=config.log_every, resume=resume)
     start_step, best = 0, {"mean_dice": -1.0, "dice": {}, "step": 0}
     if resume:
         start_step, extra = restore_training_state(out / "checkpoints" / "last", task, optimizer, scheduler, scaler,

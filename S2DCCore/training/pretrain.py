@@ -29,7 +29,9 @@ from S2DCCore.training.loop import StepResult, make_scaler, run_loop, unwrap
 from S2DCCore.training.metrics import MetricsWriter
 from S2DCCore.training.optim import make_scheduler, param_groups
 from S2DCCore.training.progress import Progress
+from S2DCCore.training.space import check_run_space
 from S2DCCore.training.state import gather_rng_states, prepare_run_dir, restore_training_state, save_training_state
+from S2DCCore.utils.run_lock import run_lock
 from S2DCCore.utils.runtime import resolve_precision
 
 log = logging.getLogger(__name__)
@@ -40,12 +42,14 @@ def pretrain(data: str | Path, out: str | Path, config: PretrainConfig, *, resum
 
     Raises:
         UsageError: ``out`` is not empty without ``resume``, or ``resume`` finds no checkpoint.
-        DataError: the cohort is unusable.
+        FolderBusyError: another process is writing ``out``.
+        DataError: the cohort is unusable; `StorageError` when ``out``'s disk is too small, full or read-only.
     """
     out = Path(out)
     device, dist_info = setup_run(config.runtime)
     try:
-        return _pretrain(Path(data), out, config, resume, device, dist_info)
+        with run_lock(out, enabled=dist_info.is_main):  # one writer per run folder (S2DCCore.utils.run_lock)
+            return _pretrain(Path(data), out, config, resume, device, dist_info)
     finally:
         cleanup_distributed()
 
@@ -70,6 +74,8 @@ def _pretrain(data: Path, out: Path, config: PretrainConfig, resume: bool, devic
                     device, precision)
     scaler = make_scaler(device, precision)
     rng = np.random.default_rng([config.runtime.seed, dist_info.rank])
+    if dist_info.is_main:
+        check_run_space(out, method, optimizer, steps=config.steps, log_every=config.log_every, resume=resume)
     start_step = 0
     if resume:
         start_step, _ = restore_training_state(out / "checkpoints" / "last", method, optimizer, scheduler, scaler, rng,

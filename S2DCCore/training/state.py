@@ -21,6 +21,7 @@ import torch
 from S2DCCore.checkpoint import load_state, save_state
 from S2DCCore.errors import UsageError
 from S2DCCore.utils.distributed import get_world_size
+from S2DCCore.utils.run_lock import folder_is_empty
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def prepare_run_dir(out: Path, resume: bool, config: dict) -> None:
         if not (out / "checkpoints").is_dir():
             raise UsageError("--resume given but the run folder has no checkpoints/", out)
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and not folder_is_empty(out):  # the writer's lock file does not count
         raise UsageError("run folder exists and is not empty; use --resume to continue it, or a new folder", out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(config, indent=2))
