@@ -34,7 +34,7 @@ def test_overrides_coerce_types():
     ("runtime.nope=1", "unknown config key 'runtime.nope'"),
     ("runtime.seed=abc", "is not a valid int"),
     ("preprocess.spacing=1,2", "needs 3 values"),
-    ("preprocess.preset=pet", "must be 'ct' or 'mr'"),
+    ("preprocess.preset=pet", "must be one of ct, mr, percentile"),
     ("lr", "is not key=value"),
 ])
 def test_bad_overrides(override, message):
