@@ -71,7 +71,8 @@ def runs(helpers, model_dirs, worker_env, tmp_path_factory):
             "propagate": logic.startPropagate(volume, model_dirs["encoder"], scribbleNode, device="cpu"),
             "not a model": logic.startSegment(volume, work, device="cpu"),  # fails fast, in the core's words
             # No model chosen: the encoder shipped with the core.
-            "embed, default encoder": logic.startEmbed(volume, None, pca=True, clusters=2, device="cpu"),
+            # (structures only: a PCA volume would become the views' foreground, which the test above checks)
+            "embed, default encoder": logic.startEmbed(volume, None, pca=False, clusters=2, device="cpu"),
             "propagate, default encoder": logic.startPropagate(volume, None, scribbleNode, device="cpu")}
     events = {name: [] for name in jobs}
     for job in jobs.values():
@@ -166,9 +167,10 @@ def test_embed_and_propagate_with_no_model_selected_use_the_default_encoder(runs
     for name in ("embed, default encoder", "propagate, default encoder"):
         assert "--model" not in runs["jobs"][name].process.args
     nodes = runs["results"]["embed, default encoder"]
-    rgb, _ = MRMLBridge.volumeToArray(nodes.pca)
-    assert rgb.shape == (*SHAPE, 3) and rgb.std(axis=(0, 1, 2)).min() > 1
-    np.testing.assert_allclose(MRMLBridge.ijkToRas(nodes.pca), MRMLBridge.ijkToRas(volume), atol=1e-9)
+    assert nodes.pca is None
+    assert [name for _, name, _ in Segmentations.segmentInfo(nodes.structures)] == ["structure 1", "structure 2"]
+    clusters = Segmentations.segmentsToLabels(runs["scene"], nodes.structures, volume)
+    assert clusters.shape == SHAPE and set(np.unique(clusters)) == {1, 2}  # on the input grid, every voxel
     grown = Segmentations.segmentsToLabels(runs["scene"], runs["results"]["propagate, default encoder"], volume)
     scribbles = runs["scribbles"]
     assert np.array_equal(grown[scribbles > 0], scribbles[scribbles > 0])  # every scribble keeps its class
