@@ -54,8 +54,8 @@ def test_dice_from_scribbles_beats_chance_and_a_voronoi_baseline(phantom, loaded
     # The phantom's own 10 mm grid as the model grid (the test model's 2 mm would make it 200³).
     loaded = loaded_models["encoder"]
     encoder = LoadedModel(card={**loaded.card, "spacing": None}, encoder=loaded.encoder, module=loaded.module)
-    full = propagate_image(image, encoder, scribbles, roi=32)
-    embedding_only = propagate(image, encoder, scribbles, roi=32, extra_features=False)
+    full = propagate_image(image, encoder, scribbles, roi=32, method="knn")
+    embedding_only = propagate(image, encoder, scribbles, roi=32, extra_features=False, method="knn")
 
     spacing = np.linalg.norm(phantom.affine[:3, :3], axis=0)
     nearest = ndimage.distance_transform_edt(marks == 0, sampling=spacing, return_indices=True)[1]
@@ -85,7 +85,7 @@ def test_output_uses_the_scribble_values_on_any_grid(tmp_path, geometry, mean_en
         marks[tuple(voxels[rng.choice(len(voxels), 10, replace=False)].T)] = value
     image = write_image(tmp_path / "image.nrrd", ball, affine)
     scribbles = write_image(tmp_path / "scribbles.nii.gz", marks, affine)
-    for method in ("knn", "linear"):
+    for method in ("grow", "knn", "linear"):
         labels = propagate(image, mean_encoder, scribbles, method=method, stage=0)
         assert labels.shape == f.shape and labels.dtype == np.int16
         far = np.abs(f) > 2 * max(helpers.model_spacing) * np.sqrt(3)
