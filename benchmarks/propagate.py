@@ -109,17 +109,14 @@ def grow_from_seeds(image: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, f
     import slicer
     from vtk.util import numpy_support
 
-    def to_vtk(array: np.ndarray, vtk_type):
-        data = slicer.vtkOrientedImageData() if hasattr(slicer, "vtkOrientedImageData") else None
-        import vtk
+    import vtk
 
+    def to_vtk(array: np.ndarray, vtk_type):
         data = vtk.vtkImageData()
         data.SetDimensions(*array.shape)
         flat = np.ascontiguousarray(array.transpose(2, 1, 0)).reshape(-1)  # VTK: x fastest
         data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk_type))
         return data
-
-    import vtk
 
     intensity = to_vtk(image.astype(np.int16) if np.abs(image).max() < 32000 else image, vtk.VTK_SHORT
                        if np.abs(image).max() < 32000 else vtk.VTK_FLOAT)

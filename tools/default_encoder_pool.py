@@ -20,8 +20,6 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
-
 # Phantom sizes, cycled over the cases of each modality: (size, anisotropic).
 SIZES = ((96, False), (128, False), (160, False), (128, True))
 REAL = {"mni152_t1": "nilearn/mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
