@@ -15,7 +15,7 @@ STEPS = 3
 
 def finetune_args(cohort, out):
     return ["finetune", "--data", cohort, "--out", out, "--preset", "tiny", "--steps", STEPS, "--train-cases", 2,
-            *TRAIN, "val_cases=1", f"val_every={STEPS}"]
+            *TRAIN, "val_cases=1", f"val_every={STEPS}", "roi=[32,32,32]", "batch_size=1"]
 
 
 @pytest.fixture(scope="module")

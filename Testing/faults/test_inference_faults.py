@@ -49,10 +49,16 @@ def same_labelmap(a, b):
     assert ja["labels"] == jb["labels"]
 
 
-@pytest.mark.parametrize("fault", ["image.write", "labelmap.commit"])
-def test_segment_killed_while_writing_then_rerun(image, models, tmp_path, fault):
-    reference = tmp_path / "ref" / "seg.nii.gz"
+@pytest.fixture(scope="module")
+def segment_reference(image, models, tmp_path_factory):
+    reference = tmp_path_factory.mktemp("ref") / "seg.nii.gz"
     assert run(segment_args(image, models, reference)) == 0
+    return reference
+
+
+@pytest.mark.parametrize("fault", ["image.write", "labelmap.commit"])
+def test_segment_killed_while_writing_then_rerun(image, models, segment_reference, tmp_path, fault):
+    reference = segment_reference
     out = tmp_path / "out" / "seg.nii.gz"
     run_killed(*segment_args(image, models, out), fault=fault)
     assert not out.exists()  # never a partial labelmap; at most an orphan sidecar or a temporary
