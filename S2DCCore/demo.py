@@ -6,7 +6,8 @@ against random encoders (the same architecture, three seeds), both scored on the
 **a segmentation to use**: fine-tune from the S²DC encoder (the tiny recipe: light head, LP-FT) on a few
 labelled cases → evaluate on held-out cases → segment and embed a held-out case (with previews) →
 ``report.html`` (tables and pictures inlined, readable offline) and ``summary.json``.
-Measured: 23 CPU-minutes with the ``tiny`` preset (31 min wall on 2 shared cores); the 10-minute target is not met yet.
+Measured (2026-11-30, 2 idle cores, defaults): 8 min 27 s wall; held-out mean Dice 0.776 (5 cases); one-label
+probe S²DC 0.558 vs random 0.328 (paired Δ +0.230 ± 0.021 over 3 seeds).
 """
 
 from __future__ import annotations
@@ -37,12 +38,12 @@ class DemoConfig:
     """
 
     cases: int = 10
-    size: int = 64
+    size: int = 96
     seed: int = 0
     modality: str = "ct"
     train_cases: int = 4
     pretrain_steps: int = 300
-    finetune_steps: int = 400
+    finetune_steps: int = 250
     probe_seeds: int = 3
     device: str = "auto"
 
@@ -100,7 +101,9 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> dict:
     pictures = timer.run("segment + embed", _inference_showcase, cohort, models["S²DC-pretrained"], encoder,
                          out / "inference", config)
 
-    sections = _report_sections(config, report, results, probes, pictures, timer.seconds, out)
+    card = json.loads((models["S²DC-pretrained"] / "model.json").read_text())
+    postprocessed = [card["labels"][str(v)] for v in (card.get("postprocess") or {}).get("largest_component", [])]
+    sections = _report_sections(config, report, results, probes, pictures, timer.seconds, out, postprocessed)
     report_path = write_report(out / "report.html", "S2DC demo: structure-aware pretraining on synthetic anatomy",
                                sections)
     summary = {
@@ -108,6 +111,7 @@ def run_demo(out: str | Path, config: DemoConfig = DemoConfig()) -> dict:
         "models": {k: str(v) for k, v in models.items()}, "report": str(report_path),
         "mean_dice": {k: r["summary"]["mean_dice"] for k, r in results.items()},
         "probe_k1": probes,
+        "largest_component": postprocessed,
         "dice": {k: {s: v["dice_mean"] for s, v in r["summary"]["structures"].items()} for k, r in results.items()},
         "heldout_cases": sorted({c["case"] for r in results.values() for c in r["cases"]}),
         "timings_s": {k: round(v, 1) for k, v in timer.seconds.items()},
@@ -190,7 +194,7 @@ def _probe_comparison(cohort: Path, encoder: Path, pre_cfg, config: DemoConfig) 
 
 
 def _report_sections(config: DemoConfig, report, results: dict, probes: dict, pictures: dict, seconds: dict,
-                     out: Path) -> list:
+                     out: Path, postprocessed: list[str]) -> list:
     import numpy as np
 
     labels = report.cohort.labels
@@ -224,8 +228,10 @@ def _report_sections(config: DemoConfig, report, results: dict, probes: dict, pi
                 paragraphs=[f"Fine-tuned from the S²DC encoder for {config.finetune_steps} steps on "
                             f"{config.train_cases} labelled cases with the tiny recipe (light multi-scale head, the "
                             "head first on the frozen encoder, then end to end; foreground-balanced crops), the best "
-                            "validation checkpoint kept. Dice on the held-out cases "
-                            f"{', '.join(heldout)} (mean ± std over cases)."],
+                            "validation checkpoint kept. Post-processing as nnU-Net does, decided on the validation "
+                            "case: only the largest connected component is kept for "
+                            f"{', '.join(postprocessed) if postprocessed else 'no structure'}. Dice on the held-out "
+                            f"cases {', '.join(heldout)} (mean ± std over cases)."],
                 tables=[(("structure", *results.keys()), dice_rows)]),
         Section("Segmentation and embedding overlays of a held-out case", images=list(
             (path, caption) for caption, path in pictures.items())),

@@ -28,7 +28,6 @@ import copy
 import json
 import os
 import platform
-import re
 import subprocess
 import sys
 import tempfile
@@ -39,6 +38,9 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from device_timing import free, make_batch, peaks, pretrain_config, reset_peak, sync, timed_steps, to_device  # noqa: E402
+
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = ("s2dc", "alice", "swinssl")
 PRECISIONS = ("fp32", "bf16", "fp16")
@@ -48,125 +50,6 @@ CHECKS = ("environment", "pretrain", "loss_equality", "finetune", "inference", "
 
 class Skip(Exception):
     """A check that does not apply here (recorded as skipped, with the reason)."""
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Helpers
-
-
-def _sync(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _reset_peak(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    try:
-        Path("/proc/self/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
-    except OSError:
-        pass
-
-
-def _peaks(device) -> dict:
-    """Peak GPU memory (allocated / reserved by the caching allocator) and the process's peak RSS, MiB."""
-    import torch
-
-    out = {}
-    if device.type == "cuda":
-        out["gpu_peak_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
-        out["gpu_reserved_mib"] = round(torch.cuda.max_memory_reserved(device) / 2**20)
-    try:
-        match = re.search(r"^VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
-        out["host_peak_mib"] = round(int(match.group(1)) / 1024) if match else None
-    except OSError:
-        out["host_peak_mib"] = None
-    return out
-
-
-def _free(device) -> None:
-    import gc
-
-    import torch
-
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def _config(method: str, preset: str, device, extra: list[str] = ()):
-    from S2DCCore.config import load_config
-    from S2DCCore.training.config import PretrainConfig
-
-    return load_config(PretrainConfig, preset, [f"method={method}", f"runtime.device={device.type}", *extra],
-                       section="pretrain")
-
-
-def make_batch(method: str, config, seed: int = 0) -> dict:
-    """A fixed random batch of ``config.batch_size`` for ``method``, built on the CPU as the loaders do."""
-    import torch
-
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    if method == "s2dc":
-        from S2DCCore.training.methods import s2dc
-
-        shape = tuple(g * r for g, r in zip(config.views.grid, config.views.roi))
-        return s2dc.make_batch([torch.rand(1, *shape) for _ in range(config.batch_size)], rng, config)
-    if method == "alice":
-        from S2DCCore.data.alice_views import collate_pairs, make_alice_pair
-        from S2DCCore.data.matching import SelfMatcher
-
-        a = config.alice
-        side = [max(96, r + 2 * a.point_margin + 8) for r in a.roi]
-        volumes = [torch.rand(1, *side) for _ in range(2)]
-        options = dict(roi=a.roi, threshold=a.matcher_threshold, tries=a.matcher_tries, margin=a.point_margin,
-                       mask_patch=a.mask_patch, mask_ratio=a.mask_ratio, augment=a.augment,
-                       rotate_degrees=a.rotate_degrees, noise_std=a.noise_std)
-        return collate_pairs([make_alice_pair(volumes, rng, SelfMatcher(), **options)
-                              for _ in range(config.batch_size)])
-    if method == "swinssl":
-        from S2DCCore.training.methods import swinssl
-
-        side = [max(96, r) for r in config.swinssl.roi]
-        return next(swinssl.make_batches([torch.rand(1, *side) for _ in range(config.batch_size)], rng, config))
-    raise ValueError(method)
-
-
-def _to(batch: dict, device) -> dict:
-    import torch
-
-    return {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
-
-
-def _timed_steps(model, batch, device, precision: str, steps: int, warmup: int, grad_clip: float = 1.0) -> dict:
-    """Whole training steps (forward, backward, clip, AdamW, hook) on one batch: steps/s and peak memory."""
-    import torch
-
-    from S2DCCore.training.loop import make_scaler, read, step_tensors
-    from S2DCCore.training.optim import param_groups
-    from S2DCCore.utils.runtime import resolve_precision
-
-    resolved = resolve_precision(device, precision)
-    optimizer = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-5)
-    scaler = make_scaler(device, resolved)
-    batch = _to(batch, device)
-    for _ in range(warmup):
-        step_tensors(model, batch, optimizer, scaler, device, resolved, grad_clip)
-    _sync(device)
-    _reset_peak(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        tensors = step_tensors(model, batch, optimizer, scaler, device, resolved, grad_clip)
-    result = read(tensors)  # one synchronisation at the end, as the loop does between log steps
-    _sync(device)
-    seconds = time.perf_counter() - start
-    return {"steps_per_s": round(steps / seconds, 3), "step_s": round(seconds / steps, 4), "loss": result.loss,
-            "precision_used": resolved, **_peaks(device)}
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -200,17 +83,17 @@ def check_pretrain(ctx: dict) -> list[dict]:
                 row.update(status="skipped", reason="autocast is CUDA-only: the CPU runs fp32")
                 continue
             try:
-                config = _config(method, ctx["preset"], device)
+                config = pretrain_config(method, ctx["preset"], device)
                 torch.manual_seed(0)
                 model = methods.get(method).build_method(config).to(device)
-                row.update(_timed_steps(model, make_batch(method, config), device, precision, ctx["steps"],
+                row.update(timed_steps(model, make_batch(method, config), device, precision, ctx["steps"],
                                         ctx["warmup"], config.optim.grad_clip or 1.0))
                 row["status"] = "ok"
             except Exception as exc:  # one failing precision must not hide the others
                 row.update(status="failed", reason=_reason(exc))
             finally:
                 model = None
-                _free(device)
+                free(device)
     return rows
 
 
@@ -222,7 +105,6 @@ def check_loss_equality(ctx: dict) -> list[dict]:
     from S2DCCore.training import methods
 
     device, rows = ctx["device"], []
-    cpu = torch.device("cpu")
     previous = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
     try:
@@ -231,7 +113,7 @@ def check_loss_equality(ctx: dict) -> list[dict]:
                    "compared": f"{device.type} vs cpu"}
             rows.append(row)
             try:
-                config = _config(method, ctx["preset"], device)
+                config = pretrain_config(method, ctx["preset"], device)
                 torch.manual_seed(0)
                 reference = methods.get(method).build_method(config).eval()
                 other = copy.deepcopy(reference).to(device)
@@ -240,7 +122,7 @@ def check_loss_equality(ctx: dict) -> list[dict]:
                     torch.manual_seed(1)
                     ref_terms = reference(batch)
                     torch.manual_seed(1)
-                    dev_terms = other(_to(batch, device))
+                    dev_terms = other(to_device(batch, device))
                 a, b = float(dev_terms.total), float(ref_terms.total)
                 diff = abs(a - b) / max(1.0, abs(b))
                 parts = {k: [float(dev_terms.parts[k]), float(v)] for k, v in ref_terms.parts.items()}
@@ -252,7 +134,7 @@ def check_loss_equality(ctx: dict) -> list[dict]:
                 row.update(status="failed", reason=_reason(exc))
             finally:
                 reference = other = None
-                _free(device)
+                free(device)
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = previous
     return rows
@@ -279,12 +161,12 @@ def check_finetune(ctx: dict) -> list[dict]:
                                                                     out_channels=N_CLASSES))).to(device)
             n = row["crops"]
             batch = {"image": torch.rand(n, 1, *config.roi), "label": torch.randint(0, N_CLASSES, (n, 1, *config.roi))}
-            row.update(_timed_steps(task, batch, device, precision, ctx["steps"], ctx["warmup"]), status="ok")
+            row.update(timed_steps(task, batch, device, precision, ctx["steps"], ctx["warmup"]), status="ok")
         except Exception as exc:
             row.update(status="failed", reason=_reason(exc))
         finally:
             task = None
-            _free(device)
+            free(device)
     return rows
 
 
@@ -315,7 +197,6 @@ def _inference_model(preset: str, task: str, spacing):
 
 
 def check_inference(ctx: dict) -> list[dict]:
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     import inference as inference_bench  # benchmarks/inference.py: the CT-like test volume
 
     from S2DCCore.inference.embed import embed
@@ -331,21 +212,21 @@ def check_inference(ctx: dict) -> list[dict]:
             rows.append(row)
             try:
                 model = _inference_model(ctx["preset"], task, ctx["model_spacing"])
-                _reset_peak(device)
+                reset_peak(device)
                 start = time.perf_counter()
                 if task == "segment":
                     result = segment_image(path, model, device=device)
                 else:
                     result = embed(path, model, pca=True, clusters=8, device=device)
-                _sync(device)
+                sync(device)
                 estimate = getattr(result, "estimate", None)
-                row.update(wall_s=round(time.perf_counter() - start, 2), **_peaks(device), status="ok",
+                row.update(wall_s=round(time.perf_counter() - start, 2), **peaks(device), status="ok",
                            estimate_mib=None if estimate is None else round((estimate.host + estimate.device) / 2**20))
             except Exception as exc:
                 row.update(status="failed", reason=_reason(exc))
             finally:
                 model = result = None
-                _free(device)
+                free(device)
     return rows
 
 

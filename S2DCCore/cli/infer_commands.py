@@ -27,6 +27,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--output", type=Path, required=True, help="labelmap to write (.nii.gz, .nrrd, .seg.nrrd)")
     p.add_argument("--overlap", type=float, default=0.25, help="sliding-window overlap fraction (default 0.25)")
     p.add_argument("--preview", action="store_true", help="also write OUT.png, the labels over the image")
+    p.add_argument("--no-postprocess", dest="postprocess", action="store_false",
+                   help="skip the card's post-processing (largest component of the structures validation chose)")
     _add_runtime_arguments(p)
     p.set_defaults(run=run_segment)
 
@@ -80,7 +82,7 @@ def run_segment(args: argparse.Namespace) -> int:
     budget = parse_size(args.memory_budget) if args.memory_budget else None
     result = segment_image(args.image, args.model, device=args.device, overlap=args.overlap, roi=args.roi,
                            sw_batch_size=args.sw_batch_size, precision=args.precision, memory_budget=budget,
-                           progress=_progress())
+                           progress=_progress(), postprocess=args.postprocess)
     labels, sidecar = write_segmentation(args.output, result)
     print(f"wrote {labels} and {sidecar}")
     if args.preview:

@@ -18,7 +18,8 @@ def register(sub, common: argparse.ArgumentParser) -> None:
                                    "study: finished cells are never recomputed.")
     p.add_argument("--data", type=Path, required=True, help="labelled cohort folder (dataset.json)")
     p.add_argument("--out", type=Path, required=True, help="study folder (new, or a stopped study to continue)")
-    p.add_argument("--methods", default="scratch,swinssl,alice,s2dc", help="comma-separated (default: all four)")
+    p.add_argument("--methods", default="scratch,swinssl,alice,s2dc",
+                   help="comma-separated (default: all four); 'default' adds the shipped encoder")
     p.add_argument("--label-counts", default="1,2,4", help="K values of the linear probe (default 1,2,4)")
     p.add_argument("--finetune-label-counts", default=None,
                    help="K values also fine-tuned (default: every label count; \"\" for a probe-only study)")

@@ -73,6 +73,26 @@ def prepare_input(image: Image, preprocess: PreprocessConfig, spacing, orientati
     return ModelInput(image=image, grid=grid, model_grid=target, volume=volume, source=source)
 
 
+def foreground_box(volume: np.ndarray, preprocess: PreprocessConfig) -> tuple[slice, ...] | None:
+    """The bounding box training cropped ``volume`` (normalised, on the model grid) to, or None.
+
+    Fine-tuning crops every case to the bounding box of its foreground (`PreprocessConfig.crop_foreground`:
+    MONAI's ``CropForegroundd`` with the preset's selector, intensity > 0 after scaling, or ≠ 0 for the
+    z-score preset), so the network never sees the air far outside the body. Inference applies the same box
+    (nnU-Net does the same) and calls the rest background. None: no cropping, or no foreground at all.
+    """
+    if not preprocess.crop_foreground:
+        return None
+    mask = volume != 0 if preprocess.preset not in ("ct", "percentile") else volume > 0
+    if not mask.any():
+        return None
+    box = []
+    for axis in range(mask.ndim):
+        hit = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        box.append(slice(int(hit[0]), int(hit[-1]) + 1))
+    return tuple(box)
+
+
 def normalize_intensity(volume: np.ndarray, preprocess: PreprocessConfig) -> np.ndarray:
     """Apply the intensity preset to a float32 ``volume`` in place (and return it)."""
     if preprocess.preset == "ct":

@@ -19,7 +19,7 @@ from S2DCCore.errors import DataError, UsageError
 from S2DCCore.inference.geometry import Grid, argmax_resample
 from S2DCCore.inference.label_table import write_labelmap
 from S2DCCore.inference.memory import MemoryEstimate, check_budget, estimate_inference
-from S2DCCore.inference.model_input import prepare_input, read_input, target_grid
+from S2DCCore.inference.model_input import foreground_box, prepare_input, read_input, target_grid
 from S2DCCore.inference.model_io import LoadedModel, as_model
 from S2DCCore.inference.sliding import ProgressCallback, as_device, run_sliding_window
 from S2DCCore.io.image import Image
@@ -70,7 +70,7 @@ def segment(image: Image | str | Path, model: str | Path | LoadedModel, **option
 def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *, device=None,
                   overlap: float = 0.25, roi=None, sw_batch_size: int = 1, blend: str = "gaussian",
                   memory_budget: int | None = None, progress: ProgressCallback | None = None,
-                  precision: str = "bf16") -> Segmentation:
+                  precision: str = "bf16", postprocess: bool = True) -> Segmentation:
     """Segment ``image`` and keep the geometry and provenance (see `segment`).
 
     Args:
@@ -84,6 +84,8 @@ def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *,
         memory_budget: bytes allowed (None: 80 % of MemAvailable, or 90 % of free CUDA memory).
         progress: called with (windows done, windows in total).
         precision: autocast on CUDA (``bf16``, fp16 where bf16 is not native; ``fp16``; ``fp32``).
+        postprocess: apply the card's post-processing (``postprocess.largest_component``: the structures that
+            keep only their largest connected component, decided on validation by fine-tuning).
 
     Raises:
         DataError: bad input or model; `MemoryBudgetError` when the estimate exceeds the budget.
@@ -111,8 +113,13 @@ def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *,
     prepared = prepare_input(image, model.preprocess, model.spacing, model.orientation, source)
     log.info("segmenting %s on %s: %s", source, device, estimate.summary)
     model.to(device)
-    logits = run_sliding_window(prepared.volume, model.segmenter, roi=window, device=device, overlap=overlap,
+    # Only the foreground box fine-tuning cropped its cases to; outside it, background (as in training).
+    box = foreground_box(prepared.volume, model.preprocess)
+    volume = prepared.volume if box is None else prepared.volume[box]
+    logits = run_sliding_window(volume, model.segmenter, roi=window, device=device, overlap=overlap,
                                 sw_batch_size=sw_batch_size, mode=blend, progress=progress, precision=precision)
+    if box is not None and volume.shape != prepared.volume.shape:
+        logits = _paste_in_background(logits, prepared.volume.shape, box)
     classes = argmax_resample(logits, prepared.model_grid, prepared.grid)
     names = model.labels or {c: ("background" if c == 0 else f"class {c}") for c in range(int(logits.shape[0]))}
     if len(names) != logits.shape[0]:
@@ -122,8 +129,23 @@ def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *,
     values = np.array(sorted(names))
     labels = classes if np.array_equal(values, np.arange(len(values))) else \
         values.astype(np.min_scalar_type(int(values.max())))[classes]
+    chosen = (model.card.get("postprocess") or {}).get("largest_component") or [] if postprocess else []
+    if chosen:
+        from S2DCCore.inference.postprocess import keep_largest_components
+
+        labels = keep_largest_components(labels, [int(v) for v in chosen])
     return Segmentation(labels=labels, affine=prepared.grid.affine.copy(), label_names=names,
                         model_grid=prepared.model_grid, estimate=estimate, source=source, model_source=model.source)
+
+
+def _paste_in_background(logits, shape, box):
+    """(K, *shape) scores: ``logits`` inside ``box``; outside, class 0 wins (its score is the box's maximum + 1)."""
+    import torch
+
+    full = torch.zeros((logits.shape[0], *shape), dtype=torch.float32)
+    full[0] = float(logits.max()) + 1.0
+    full[(slice(None), *box)] = logits
+    return full
 
 
 def write_segmentation(path: str | Path, result: Segmentation) -> tuple[Path, Path]:

@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from S2DCCore.errors import UsageError
 
 METHODS = ("scratch", "swinssl", "alice", "s2dc")
+# Methods a study may name besides ``METHODS``: ``default`` is the encoder shipped in the package (no pretraining
+# cell; probed on its own working grid and intensity preset, fine-tuned like the others).
+EXTRA_METHODS = ("default",)
 
 
 @dataclass(frozen=True)
@@ -15,7 +18,8 @@ class StudyConfig:
 
     Attributes:
         methods: ``scratch`` (random initialisation) and pretraining methods (``swinssl``, ``alice``,
-            ``s2dc``); every pretraining method gets the same steps, pool and preset.
+            ``s2dc``); every pretraining method gets the same steps, pool and preset. ``default`` adds the
+            shipped encoder (``S2DCCore/resources/default_encoder``), which is not pretrained by the study.
         label_counts: labelled cases (or crops) K the linear probe sees; the first K of the training split.
         finetune_label_counts: the K values that are also fine-tuned (None: all of ``label_counts``; ``()``:
             none, a probe-only study).
@@ -43,9 +47,10 @@ class StudyConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        unknown = [m for m in self.methods if m not in METHODS]
+        unknown = [m for m in self.methods if m not in METHODS + EXTRA_METHODS]
         if unknown or not self.methods:
-            raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(METHODS)}")
+            raise UsageError(f"unknown method(s) {', '.join(unknown) or '(none)'}; "
+                             f"choose from {', '.join(METHODS + EXTRA_METHODS)}")
         if not self.label_counts or min(self.label_counts) < 1:
             raise UsageError(f"label counts must be ≥ 1, not {self.label_counts}")
         extra = set(self.finetune_label_counts or ()) - set(self.label_counts)
@@ -56,7 +61,8 @@ class StudyConfig:
 
     @property
     def pretrained(self) -> tuple[str, ...]:
-        return tuple(m for m in self.methods if m != "scratch")
+        """Methods the study pretrains itself."""
+        return tuple(m for m in self.methods if m in METHODS and m != "scratch")
 
     @property
     def finetuned_counts(self) -> tuple[int, ...]:

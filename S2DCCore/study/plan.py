@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from S2DCCore.data.cohort import Case, load_cohort
-from S2DCCore.errors import DataError, UsageError
+from S2DCCore.errors import DataError
 from S2DCCore.study.config import StudyConfig
 
 

@@ -49,6 +49,10 @@ def _run_study(out: Path, plan: StudyData, config: StudyConfig) -> dict:
     _claim(out, {"config": to_dict(config), "data": plan.summary()})
     cohorts = write_cohorts(plan, out / "cohorts", config.label_counts)
     encoders = {m: _pretrain_cell(out, m, cohorts["pretrain"], plan, config) for m in config.pretrained}
+    if "default" in config.methods:
+        from S2DCCore.inference.model_io import default_model_dir
+
+        encoders["default"] = default_model_dir()
     for name, cases in plan.floors.items():
         run_cell(out / "floors" / _slug(name) / "result.json", lambda c=cases: _given_floor(c, plan))
     _probe_cells(out, plan, config, encoders)
@@ -200,9 +204,11 @@ def _probe_cells(out: Path, plan: StudyData, config: StudyConfig, encoders: dict
             from S2DCCore.inference.model_io import load_model
 
             model = load_model(encoders[method]).to(device)
+            # The study's encoders share its grid and intensity preset; the shipped one keeps its own.
+            own = model.preprocess if method == "default" else preprocess
             cells(out / "probe" / method,
-                  lambda im, e=model.encoder: probe.encoder_features(im, e, preprocess, stages=PROBE_STAGES,
-                                                                     device=device),
+                  lambda im, e=model.encoder, pp=own: probe.encoder_features(im, e, pp, stages=PROBE_STAGES,
+                                                                             device=device),
                   config.seeds)
 
 

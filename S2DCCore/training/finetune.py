@@ -20,6 +20,7 @@ from S2DCCore.checkpoint import load_model_dir, save_model_dir
 from S2DCCore.config import PreprocessConfig, to_dict
 from S2DCCore.data.cohort import Case, Cohort, load_cohort
 from S2DCCore.errors import DataError
+from S2DCCore.inference.postprocess import choose_largest_component
 from S2DCCore.losses.terms import LossTerms
 from S2DCCore.models.encoders import EncoderConfig
 from S2DCCore.models.segmenter import ENCODER_PREFIX, SegmenterConfig, build_segmenter, load_pretrained_encoder
@@ -32,7 +33,7 @@ from S2DCCore.training.optim import finetune_param_groups, make_scheduler
 from S2DCCore.training.progress import Progress
 from S2DCCore.training.space import check_run_space
 from S2DCCore.training.state import gather_rng_states, prepare_run_dir, restore_training_state, save_training_state
-from S2DCCore.training.validation import validate_segmentation
+from S2DCCore.training.validation import validate_with_postprocess
 from S2DCCore.utils.run_lock import run_lock
 
 log = logging.getLogger(__name__)
@@ -203,11 +204,18 @@ def _finetune(data: Path, out: Path, config: FinetuneConfig, init: Path | None, 
         last = step == config.steps
         if step % config.val_every == 0 or last:
             if val:  # every rank validates its share of the cases (a collective)
-                dice = validate_segmentation(unwrap(model).network, val, roi=config.roi, overlap=config.sw_overlap,
-                                             device=device, precision=config.precision, names=names)
-                metrics["val_mean_dice"] = float(np.nanmean(list(dice.values()))) if dice else float("nan")
+                raw, kept = validate_with_postprocess(unwrap(model).network, val, roi=config.roi,
+                                                      overlap=config.sw_overlap, device=device,
+                                                      precision=config.precision, names=names)
+                # nnU-Net's post-processing, decided on validation: the structures whose Dice rises when only
+                # their largest component is kept; the score is that of the post-processed prediction.
+                chosen = choose_largest_component(raw, kept)
+                dice = {name: kept[name] if name in chosen else value for name, value in raw.items()}
+                metrics["val_mean_dice"] = _nanmean(dice)
+                metrics["val_mean_dice_raw"] = _nanmean(raw)
                 if dist_info.is_main and metrics["val_mean_dice"] > best["mean_dice"]:
-                    best = {"mean_dice": metrics["val_mean_dice"], "dice": dice, "step": step}
+                    best = {"mean_dice": metrics["val_mean_dice"], "dice": dice, "step": step,
+                            "largest_component": [values[names.index(n)] for n in chosen]}
                     _export(out, task, card, best)
             elif dist_info.is_main and last:
                 _export(out, task, card, {"mean_dice": None, "dice": {}, "step": step})
@@ -279,7 +287,12 @@ def _indexed(case: dict, roi) -> crops.IndexedCase:
     return crops.index_case(case["image"], case["label"], roi)
 
 
+def _nanmean(scores: dict[str, float]) -> float:
+    return float(np.nanmean(list(scores.values()))) if scores else float("nan")
+
+
 def _export(out: Path, task: SegmentationTask, card: dict, best: dict) -> None:
     full = {**card, "validation_dice": best["dice"], "validation_mean_dice": best["mean_dice"], "step": best["step"],
+            "postprocess": {"largest_component": [int(v) for v in best.get("largest_component", [])]},
             "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")}
     save_model_dir(out / "model", task.network.state_dict(), full)

@@ -103,3 +103,35 @@ def test_small_windows_are_refused_for_instance_norm_segmenters(tmp_path, loaded
         segment(image, loaded_models["segmenter"], roi=32)
     with pytest.raises(UsageError, match="multiples of 32"):
         segment(image, loaded_models["segmenter"], roi=(64, 64, 48))
+
+
+def test_segment_sees_only_the_foreground_box_that_training_cropped_to():
+    """Fine-tuning crops each case to its foreground box (intensity > 0 after the CT window), so a network
+    can confuse the air outside the body with lung it only ever saw inside. Inference applies the same box
+    and calls the rest background; a card with ``crop_foreground: false`` gets the whole volume."""
+    import torch
+
+    from S2DCCore.inference.model_io import LoadedModel
+    from S2DCCore.inference.segment import segment_image
+    from S2DCCore.io.image import Image
+
+    volume = np.full((40, 36, 32), -1000.0, dtype=np.float32)  # air
+    volume[8:30, 6:28, 4:26] = 40.0                               # the body's box
+    volume[12:16, 10:14, 8:12] = -1000.0                          # a lung pocket inside it
+    image = Image(volume, np.diag([1.5, 1.5, 1.5, 1.0]))
+
+    def air_is_lung(x):
+        lung = (x < 0.05).float()
+        return torch.cat([1.0 - lung, lung], dim=1)
+
+    def card(crop: bool) -> dict:
+        return {"kind": "segmenter", "roi": [16, 16, 16], "spacing": [1.5] * 3, "orientation": "RAS",
+                "labels": {"0": "background", "1": "lung"},
+                "preprocess": {"preset": "ct", "ct_window": [-50.0, 50.0], "crop_foreground": crop}}
+
+    cropped = segment_image(image, LoadedModel(card=card(True), segmenter=air_is_lung)).labels
+    whole = segment_image(image, LoadedModel(card=card(False), segmenter=air_is_lung)).labels
+    pocket = np.zeros(volume.shape, dtype=bool)
+    pocket[12:16, 10:14, 8:12] = True
+    assert np.array_equal(cropped == 1, pocket)
+    assert np.array_equal(whole == 1, volume < 0)

@@ -157,3 +157,39 @@ def test_cli_study_errors_are_one_line(cohort, tmp_path, capsys):
     assert main(["study", "--data", str(cohort), "--out", str(tmp_path / "busy"), "--test-cases", "1",
                  "--label-counts", "1"]) == 2
     assert (tmp_path / "busy" / "mine.txt").read_text() == "keep"
+
+
+def test_probe_only_study_of_the_shipped_encoder_uses_its_own_grid(tmp_path, monkeypatch):
+    """``--methods scratch,default``: no pretraining cell for the shipped encoder, and its probe reads the
+    volume on the encoder's own working grid and intensity preset (the card's), not the study's."""
+    from S2DCCore.inference.model_io import default_model_dir, load_model
+    from S2DCCore.study import probe
+
+    cohort = write_phantom_cohort(tmp_path / "c", cases=3, seed=5, config=PhantomConfig(size=32, fov_mm=96.0))
+    card = load_model(default_model_dir()).preprocess
+    seen = []
+    real = probe.encoder_features
+
+    def spy(image, encoder, preprocess, **kwargs):
+        seen.append((_grid(preprocess.spacing), preprocess.preset))
+        return real(image, encoder, preprocess, **kwargs)
+
+    monkeypatch.setattr(probe, "encoder_features", spy)
+    config = StudyConfig(methods=("scratch", "default"), label_counts=(1,), finetune_label_counts=(), seeds=(0,),
+                         test_cases=1, probe_voxels=50, device="cpu")
+    summary = run_study(cohort, tmp_path / "study", config)
+    assert not (tmp_path / "study" / "pretrain").exists()
+    assert 0.0 < summary["probe"]["default"][1]["mean"] <= 1.0
+    assert set(summary["probe_delta_vs_scratch"]) == {"default"}
+    from S2DCCore.study.runner import pretrain_config
+
+    study = pretrain_config("s2dc", config, "ct").preprocess
+    study_grid = (_grid(study.spacing), study.preset)
+    assert study_grid != (_grid(card.spacing), card.preset)
+    assert (_grid(card.spacing), card.preset) in seen and study_grid in seen
+    with pytest.raises(UsageError, match="default"):
+        StudyConfig(methods=("nope",))
+
+
+def _grid(spacing):
+    return None if spacing is None else tuple(float(s) for s in spacing)

@@ -53,6 +53,12 @@ def test_finetune_from_encoder_loads_every_weight_and_writes_card(cohort, encode
         assert tensors[key].shape == value.shape
     metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [m["step"] for m in metrics] == [1, 2] and "val_mean_dice" in metrics[-1]
+    # nnU-Net's post-processing decided on validation: the card's score is the post-processed one, never
+    # below the raw argmax's, and names only structures (label values) whose Dice it raised.
+    chosen = card["postprocess"]["largest_component"]
+    assert set(chosen) <= {int(v) for v in card["labels"]} - {0}
+    assert metrics[-1]["val_mean_dice"] >= metrics[-1]["val_mean_dice_raw"]
+    assert (metrics[-1]["val_mean_dice"] > metrics[-1]["val_mean_dice_raw"]) == bool(chosen)
 
 
 def test_encoder_weights_really_initialise_the_network(cohort, encoder_dir, tmp_path):
