@@ -88,7 +88,7 @@ def _check_encoder(run: Path, method: str, step: int) -> None:
 def test_alice_torchrun_two_processes_export_an_encoder_that_finetuning_loads(cohort, tmp_path):
     run = tmp_path / "ddp"
     result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531",
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          "-m", "S2DCCore.cli.main", "pretrain", "--method", "alice", "--data", str(cohort), "--out", str(run),
          "--preset", "tiny", "--steps", "2", "--device", "cpu", "--progress", "none", "runtime.threads=1",
          *SMALL["alice"]],
