@@ -129,7 +129,7 @@ def segment_image(image: Image | str | Path, model: str | Path | LoadedModel, *,
     values = np.array(sorted(names))
     labels = classes if np.array_equal(values, np.arange(len(values))) else \
         values.astype(np.min_scalar_type(int(values.max())))[classes]
-    chosen = (model.card.get("postprocess") or {}).get("largest_component") or [] if postprocess else []
+    chosen = ((model.card.get("postprocess") or {}).get("largest_component") or []) if postprocess else []
     if chosen:
         from S2DCCore.inference.postprocess import keep_largest_components
 
