@@ -54,13 +54,20 @@ class IndexedCase:
 
 
 def index_case(image: torch.Tensor, label: torch.Tensor, roi) -> IndexedCase:
-    """Pad ``image`` (C, X, Y, Z) and ``label`` (1 or no channel axis) to ≥ ``roi`` at their far ends (image
-    with its minimum, label with 0) and index every foreground class's voxels once."""
+    """Pad ``image`` (C, X, Y, Z) and ``label`` (1 or no channel axis) along every axis shorter than ``roi``
+    by ``roi − n`` at *both* ends (image with 0, the background of every intensity preset and what the
+    sliding window pads with at inference; label with 0), and index every foreground class's voxels once.
+
+    Padding both ends lets a crop hold the case anywhere along that axis (nnU-Net does the same): padded at
+    one end only, every crop of a small case was the same frame, and a network could learn positions from
+    where the padding starts (on the Colin27 crops, lobes) — which inference, whose windows frame the case
+    differently, does not reproduce.
+    """
     label = label.reshape(image.shape[1:]).long()
     pad = [max(0, int(r) - n) for r, n in zip(roi, label.shape)]
     if any(pad):
-        spec = [p for axis in reversed(pad) for p in (0, axis)]
-        image = torch.nn.functional.pad(image, spec, value=float(image.min()))
+        spec = [p for axis in reversed(pad) for p in (axis, axis)]
+        image = torch.nn.functional.pad(image, spec, value=0.0)
         label = torch.nn.functional.pad(label, spec, value=0)
     flat = label.reshape(-1).numpy()
     counts = np.bincount(flat)

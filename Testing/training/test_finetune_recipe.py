@@ -56,12 +56,27 @@ def _toy_case(roi=(8, 8, 8)):
 
 def test_index_case_pads_and_indexes_every_class_once():
     case = _toy_case()
-    assert tuple(case.image.shape) == (1, 12, 10, 8) and tuple(case.label.shape) == (12, 10, 8)
-    assert float(case.image[0, 0, 0, 7]) == 0.0  # padded with the image minimum
+    # z is 6 < 8: padded by 2 at both ends (10), with 0; the case sits in the middle.
+    assert tuple(case.image.shape) == (1, 12, 10, 10) and tuple(case.label.shape) == (12, 10, 10)
+    original = torch.arange(12 * 10 * 6, dtype=torch.float32).reshape(1, 12, 10, 6) + 1.0
+    padded = crops.index_case(original, torch.zeros(1, 12, 10, 6, dtype=torch.long), (8, 8, 8)).image
+    assert torch.equal(padded[..., 2:8], original) and not padded[..., :2].any() and not padded[..., 8:].any()
     assert sorted(case.class_voxels) == [1, 3]
     flat = case.label.reshape(-1).numpy()
     for c, voxels in case.class_voxels.items():
         assert np.array_equal(np.sort(voxels), np.flatnonzero(flat == c))
+
+
+def test_crops_hold_a_small_case_at_every_offset():
+    """Along an axis shorter than the crop, the case's position inside the crop varies over all offsets (it
+    was always at the crop's start, the same frame for every crop)."""
+    image = torch.ones(1, 8, 8, 5)
+    case = crops.index_case(image, torch.ones(1, 8, 8, 5, dtype=torch.long), (8, 8, 8))
+    config = crops.SamplingConfig(foreground=0.0, intensity_scale=0.0, intensity_shift=0.0)
+    rng = np.random.default_rng(0)
+    offsets = {int(torch.nonzero(crops.sample_crop(case, (8, 8, 8), config, rng)[0][0, 0, 0])[0])
+               for _ in range(60)}
+    assert offsets == {0, 1, 2, 3}
 
 
 def test_foreground_crops_centre_every_class_even_a_single_voxel():
