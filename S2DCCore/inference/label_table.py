@@ -14,16 +14,14 @@ background is black), so a class keeps its colour across runs, previews and tool
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
 from S2DCCore.errors import UsageError
 from S2DCCore.io.image import image_suffix, write_image
-from S2DCCore.utils.disk import storage_errors
 from S2DCCore.utils.faults import fault_point
-from S2DCCore.utils.tempfiles import make_temp_file, sweep_stale
+from S2DCCore.utils.tempfiles import write_text_atomic
 
 
 def label_color(value: int) -> tuple[int, int, int]:
@@ -48,18 +46,7 @@ def sidecar_path(labelmap: str | Path) -> Path:
 
 def write_json_atomic(path: Path, payload: dict) -> Path:
     """Write ``payload`` to a temporary file beside ``path`` and rename it into place."""
-    text = json.dumps(payload, indent=2)
-    with storage_errors(path, "the label table", len(text)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(path)
-        tmp = make_temp_file(path, ".json")
-        try:
-            tmp.write_text(text)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=2), "the label table")
 
 
 def is_orphan_sidecar(labelmap: str | Path) -> bool:

@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from S2DCCore.utils.disk import storage_errors
-from S2DCCore.utils.faults import fault_point
-from S2DCCore.utils.tempfiles import make_temp_file, sweep_stale
+from S2DCCore.utils.tempfiles import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -36,15 +33,4 @@ def run_cell(path: Path, compute: Callable[[], dict]) -> dict:
 
 def write_json(path: Path, value: dict) -> None:
     """Atomic JSON write (temporary sibling + rename; temporaries of killed writers are removed)."""
-    text = json.dumps(value, indent=2) + "\n"
-    with storage_errors(path, "a study result", len(text)):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sweep_stale(path)
-        tmp = make_temp_file(path, ".json")
-        try:
-            tmp.write_text(text)
-            fault_point("cell.write", tmp)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
+    write_text_atomic(path, json.dumps(value, indent=2) + "\n", "a study result", fault="cell.write")

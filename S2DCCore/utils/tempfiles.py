@@ -33,6 +33,28 @@ def make_temp_file(path: Path, suffix: str = "") -> Path:
     return Path(tmp)
 
 
+def write_text_atomic(path: Path, text: str, what: str, fault: str | None = None) -> Path:
+    """Write ``text`` to a temporary sibling of ``path`` and rename it into place (the temporaries of killed
+    writers are swept first; a storage error is one line naming ``path`` and ``what``). ``fault``: the name
+    of the `S2DCCore.utils.faults` point hit between the write and the rename."""
+    from S2DCCore.utils.disk import storage_errors
+    from S2DCCore.utils.faults import fault_point
+
+    with storage_errors(path, what, len(text)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(path)
+        tmp = make_temp_file(path, path.suffix)
+        try:
+            tmp.write_text(text)
+            if fault:
+                fault_point(fault, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+    return path
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
