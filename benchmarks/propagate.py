@@ -1,4 +1,4 @@
-"""Propagation from seeds: `s2dc propagate` (default encoder) against Slicer's Grow from seeds.
+"""Propagation from seeds: `s2dc propagate` (default method, ``grow``) against Slicer's Grow from seeds.
 
     python benchmarks/propagate.py [--cache ~/.cache/s2dc/brain] [--rows colin27,mni152,phantom_ct,phantom_mr]
                                    [--patterns random,strokes] [--seeds-per-class 20] [--out benchmarks/results]
@@ -8,8 +8,9 @@ Both methods get the same seeds on the same volume, at its native grid:
 * **Grow from seeds**: Slicer's ``vtkImageGrowCutSegment`` (the Segment Editor effect's filter, from
   slicer-core), seed locality 0, on the whole volume; timed around the filter only (image and seeds
   already in memory), as a user who has the volume loaded in Slicer would see it.
-* **propagate**: `S2DCCore.inference.propagate` with the default encoder, timed from reading the image
-  and seed files to writing the labelmap (what ``s2dc propagate`` does).
+* **propagate**: `S2DCCore.inference.propagate` with its defaults (``grow``: the geodesic competition on
+  the denoised image + per-class refinement; it loads no encoder), timed from reading the image and seed
+  files to writing the labelmap (what ``s2dc propagate`` does).
 
 Rows: Colin27 + AAL in 7 lobar classes (1 mm, 181×217×181), the MNI152 2009a T1 with tissue classes
 (argmax of 1−GM−WM, GM, WM inside the brain; 1 mm, 197×233×189), CT and MR phantoms (160³, 2.5 mm).
@@ -133,7 +134,7 @@ def grow_from_seeds(image: np.ndarray, seeds: np.ndarray) -> tuple[np.ndarray, f
 
 
 def run_propagate(image_path: Path, seeds_path: Path, out_path: Path, **options) -> tuple[np.ndarray, float]:
-    """`s2dc propagate` as a user runs it (default encoder), timed from reading to writing."""
+    """`s2dc propagate` as a user runs it (defaults), timed from reading to writing."""
     from S2DCCore.inference.propagate import propagate_image
     from S2DCCore.io.image import read_image, write_image
 

@@ -54,15 +54,16 @@ def register(sub, common: argparse.ArgumentParser) -> None:
     p.set_defaults(run=run_embed)
 
     p = sub.add_parser(
-        "propagate", parents=[common], help="segment from a few scribbles with a frozen encoder",
+        "propagate", parents=[common], help="segment from a few scribbles",
         description="Classify every voxel of IMAGE from a few labelled voxels (SCRIBBLES: a labelmap on the "
                     "image's grid, 0 = unlabelled, each positive value a class, background included): by default "
-                    "a classifier on the encoder's embeddings whose class scores steer a geodesic growing from "
-                    "the scribbles, refined at the image's own resolution (grow); k-NN or a linear probe on the "
-                    "embeddings on request. The output uses the scribbles' values.")
+                    "a geodesic growing from the scribbles through the denoised image (as Slicer's Grow from "
+                    "seeds computes it), refined per class at the image's own resolution (grow, no encoder); "
+                    "k-NN or a linear probe on the frozen encoder's embeddings on request. The output uses the "
+                    "scribbles' values.")
     p.add_argument("image", type=Path)
     p.add_argument("--model", type=Path, default=None,
-                   help="encoder or segmenter directory (default: the encoder shipped with S2DC)")
+                   help="encoder or segmenter directory for knn/linear (default: the encoder shipped with S2DC)")
     p.add_argument("--scribbles", type=Path, required=True, help="labelmap on the image's grid")
     p.add_argument("-o", "--output", type=Path, required=True, help="labelmap to write (.nii.gz, .nrrd, .seg.nrrd)")
     p.add_argument("--method", choices=("grow", "knn", "linear"), default="grow", help="method (default grow)")

@@ -1,20 +1,24 @@
-"""Structure-aware growing from seeds: the default of ``s2dc propagate``.
+"""Growing a segmentation from seeds: the default of ``s2dc propagate``.
 
-Three steps, each on the grid where it is cheapest and each fitted to the user's own seeds:
+Two steps, each fitted to the user's own seeds:
 
-1. **Classifier on the work grid** (the model grid, coarsened to at most `MAX_WORK_NODES` nodes): a small
-   MLP on the frozen encoder's features, the intensity with Gaussian blurs and the coordinates gives
-   class probabilities ``P`` everywhere (class-balanced, so a structure with few seeds counts as much as
-   the background).
-2. **Geodesic competition** on the work grid (`S2DCCore.inference.geodesic`): a step between neighbours
-   costs the change of ``[intensity, P]``, so seeds spread through homogeneous tissue (as Grow from seeds
-   does) and stop at intensity edges *and* where the predicted structure changes.
-3. **Refinement at the input's own resolution**: per class, ``β · log(G + δ) + W · f + b`` where ``G`` is
+1. **Geodesic competition** (`S2DCCore.inference.geodesic`, Slicer's Grow from seeds computed the same
+   way) on the input grid, coarsened by the smallest integer stride that keeps at most
+   `MAX_COMPETITION_NODES` voxels, on the intensity mapped to [0, 1] and lightly denoised (Gaussian,
+   `DENOISE_SIGMA` grid voxels): noise no longer adds up along the paths, so fronts stop at real edges.
+2. **Refinement at the input's own resolution**: per class, ``β · log(G + δ) + W · f + b`` where ``G`` is
    the competition's label (one-hot, interpolated to the input grid) and ``f`` the input's normalised
    intensity, its square and a 1 mm blur. β, W and b are fitted on the seeds with ``G`` computed
-   **without** each seed's own stroke (two folds of seed components), so β says how far the geodesic
-   labels can be trusted on this image: near 0 where intensity alone separates the classes (brain
-   tissue), large where it does not (organs of equal density, lobes).
+   **without** each seed's own stroke (two folds of seed components, on a grid of at most
+   `MAX_FOLD_NODES` voxels), so β says how far the geodesic labels can be trusted on this image: near 0
+   where intensity alone separates the classes (brain tissue), large where it does not (organs of equal
+   density, lobes).
+
+Measured against Grow from seeds on the same seeds (``benchmarks/propagate.py``; benchmarks/README.md),
+this beat the earlier default, which added class probabilities of an MLP on the encoder's embeddings to
+the competition's step cost on a ≤ 1.5 M-node grid, on 7 of 8 rows: fitted from 20 seeds per class
+or a few strokes, those probabilities were worse evidence than the intensity (the encoder-based
+classifiers remain available as ``--method knn|linear``).
 """
 
 from __future__ import annotations
@@ -24,19 +28,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from S2DCCore.inference.geodesic import geodesic_labels, grid_graph
-from S2DCCore.inference.geometry import Grid, index_map, resample_channels, sample_points, slab_points, strided_grid
+from S2DCCore.inference.geodesic import geodesic_labels
+from S2DCCore.inference.geometry import Grid, index_map, sample_points, slab_points, strided_grid
 
-# Work-grid size: the geodesic competition and the classifier run on at most this many nodes.
-MAX_WORK_NODES = 1_500_000
-# Blurs of the work-grid intensity (work voxels) fed to the classifier.
-CONTEXT_SIGMAS = (1.0, 2.0, 4.0)
+# The competition runs on the input grid coarsened to at most this many voxels (the 160³ phantoms stay
+# native; 1 mm brains of 7–9 M voxels run at 2 mm).
+MAX_COMPETITION_NODES = 4_500_000
+# The two held-out competitions that fit β run on at most this many voxels.
+MAX_FOLD_NODES = 1_000_000
+# Gaussian denoising of the competition's intensity (grid voxels).
+DENOISE_SIGMA = 0.7
 # The refinement's blur of the input intensity (mm).
 FINE_SIGMA_MM = 1.0
 # Floor added to the geodesic one-hot before the log (the refinement can overrule a label, never ignore it).
 GEODESIC_FLOOR = 0.05
-# Weight of the class probabilities against the intensity in the geodesic step cost.
-PROBABILITY_WEIGHT = 1.0
 
 
 @dataclass
@@ -44,15 +49,15 @@ class GrowResult:
     """Class indices on the input grid and what the fit decided."""
 
     classes: np.ndarray
-    work_grid: Grid
+    competition_grid: Grid
     beta: float
 
 
-def work_grid(model_grid: Grid) -> tuple[Grid, int]:
-    """The model grid coarsened by the smallest integer stride that keeps ≤ `MAX_WORK_NODES` nodes."""
-    stride = max(1, math.ceil((int(np.prod(model_grid.shape)) / MAX_WORK_NODES) ** (1 / 3)))
-    shape = tuple(math.ceil(n / stride) for n in model_grid.shape)
-    return (model_grid if stride == 1 else strided_grid(model_grid, stride, shape)), stride
+def coarsened(grid: Grid, max_nodes: int) -> tuple[Grid, int]:
+    """``grid`` coarsened by the smallest integer stride that keeps ≤ ``max_nodes`` voxels."""
+    stride = max(1, math.ceil((int(np.prod(grid.shape)) / max_nodes) ** (1 / 3)))
+    shape = tuple(math.ceil(n / stride) for n in grid.shape)
+    return (grid if stride == 1 else strided_grid(grid, stride, shape)), stride
 
 
 def block_mean(volume: np.ndarray, stride: int, shape) -> np.ndarray:
@@ -69,52 +74,21 @@ def robust_unit(volume: np.ndarray) -> np.ndarray:
     return np.clip((volume - low) / (high - low if high > low else 1.0), 0.0, 1.0).astype(np.float32)
 
 
-def context_features(features: np.ndarray | None, feature_grid: Grid | None, intensity: np.ndarray,
-                     work: Grid) -> np.ndarray:
-    """(D, *work.shape): encoder features (if any) resampled to the work grid, the intensity and its blurs,
-    and the coordinates in [−1, 1]."""
+def competition_intensity(unit: np.ndarray, input_grid: Grid, max_nodes: int) -> tuple[Grid, np.ndarray]:
+    """The competition grid (`coarsened`) and the denoised intensity on it, from ``unit`` in [0, 1]."""
     from scipy import ndimage
 
-    columns = [] if features is None else list(resample_channels(features, feature_grid, work))
-    columns += [intensity] + [ndimage.gaussian_filter(intensity, s, mode="nearest") for s in CONTEXT_SIGMAS]
-    columns += list(np.meshgrid(*[np.linspace(-1.0, 1.0, n, dtype=np.float32) for n in work.shape], indexing="ij"))
-    return np.stack(columns).astype(np.float32)
+    grid, stride = coarsened(input_grid, max_nodes)
+    volume = block_mean(unit, stride, grid.shape)
+    return grid, ndimage.gaussian_filter(volume, DENOISE_SIGMA, mode="nearest").astype(np.float32)
 
 
-def fit_mlp(x: np.ndarray, y: np.ndarray, n_classes: int, *, hidden: int = 64, iterations: int = 300,
-            seed: int = 0):
-    """A class-balanced 2-layer MLP on standardised ``x`` (Adam, weight decay, input noise); returns a function
-    mapping (N, D) features to (N, n_classes) probabilities."""
-    import torch
-
-    generator = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
-    mean, std = x.mean(axis=0), x.std(axis=0) + 1e-6
-    xt = torch.as_tensor((x - mean) / std, dtype=torch.float32)
-    yt = torch.as_tensor(y, dtype=torch.long)
-    counts = torch.bincount(yt, minlength=n_classes).clamp(min=1).float()
-    weight = counts.sum() / (n_classes * counts)
-    net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, hidden),
-                              torch.nn.ReLU(), torch.nn.Linear(hidden, n_classes))
-    params = list(net.parameters())
-    with torch.enable_grad():
-        adam = _Adam(params, lr=1e-2, weight_decay=1e-3)
-        for _ in range(iterations):
-            noisy = xt + 0.1 * torch.randn(xt.shape, generator=generator)
-            loss = torch.nn.functional.cross_entropy(net(noisy), yt, weight=weight)
-            adam.step(torch.autograd.grad(loss, params))
-    net.eval()
-    shift, scale = torch.as_tensor(mean, dtype=torch.float32), torch.as_tensor(std, dtype=torch.float32)
-
-    def predict(features: np.ndarray, chunk: int = 1 << 18) -> np.ndarray:
-        out = np.empty((len(features), n_classes), dtype=np.float32)
-        with torch.no_grad():
-            for start in range(0, len(features), chunk):
-                part = (torch.as_tensor(features[start:start + chunk]) - shift) / scale
-                out[start:start + chunk] = torch.softmax(net(part), dim=1).numpy()
-        return out
-
-    return predict
+def seed_nodes(voxels: np.ndarray, input_grid: Grid, grid: Grid) -> np.ndarray:
+    """Flat indices on ``grid`` of the input ``voxels`` (S, 3) (nearest node)."""
+    mapping = index_map(grid, input_grid)
+    points = voxels.astype(np.float64) @ mapping[:3, :3].T + mapping[:3, 3]
+    cells = np.clip(np.round(points).astype(np.int64), 0, np.asarray(grid.shape) - 1)
+    return np.ravel_multi_index(tuple(cells.T), grid.shape)
 
 
 class _Adam:
@@ -203,53 +177,44 @@ def fine_features(intensity: np.ndarray, spacing) -> np.ndarray:
     return np.stack([unit, unit * unit, ndimage.gaussian_filter(unit, sigma, mode="nearest")])
 
 
-def grow(*, work: Grid, work_intensity: np.ndarray, context: np.ndarray, input_grid: Grid,
-         input_intensity: np.ndarray, voxels: np.ndarray, classes: np.ndarray, n_classes: int,
-         seed: int = 0) -> GrowResult:
+def grow(*, input_grid: Grid, input_intensity: np.ndarray, voxels: np.ndarray, classes: np.ndarray,
+         n_classes: int, fit_voxels: np.ndarray | None = None, seed: int = 0) -> GrowResult:
     """Classes (indices into the seeds' classes) of every input voxel (see the module docstring).
 
     Args:
-        work: the work grid; work_intensity: (work.shape) intensity in [0, 1] on it.
-        context: (D, *work.shape) classifier features (`context_features`).
         input_grid / input_intensity: the input's grid and raw intensities.
-        voxels: (S, 3) seed voxels on the input grid; classes: (S,) their class indices.
+        voxels: (S, 3) every seed voxel on the input grid; classes: (S,) their class indices.
+        fit_voxels: indices into ``voxels`` the refinement is fitted on (default: all).
     """
-    to_work = index_map(work, input_grid)
-    points = voxels.astype(np.float64) @ to_work[:3, :3].T + to_work[:3, 3]
-    points = np.clip(points, 0.0, np.asarray(work.shape, dtype=np.float64) - 1.0)
-    x = sample_points(context, points).T  # (S, D)
-    flat = np.ascontiguousarray(context.reshape(context.shape[0], -1).T)
-    cells = np.round(points).astype(np.int64)
-    nodes = np.ravel_multi_index(tuple(cells.T), work.shape)
+    unit = robust_unit(np.asarray(input_intensity, dtype=np.float32))
+    grid, intensity = competition_intensity(unit, input_grid, MAX_COMPETITION_NODES)
+    labels = geodesic_labels(intensity, seed_nodes(voxels, input_grid, grid), classes)
 
-    def competition(keep: np.ndarray) -> np.ndarray:
-        """Geodesic labels from the seeds in ``keep``, with a classifier fitted on those seeds only."""
-        predict = fit_mlp(x[keep], classes[keep], n_classes, seed=seed)
-        probabilities = predict(flat).T.reshape((n_classes,) + tuple(work.shape))
-        graph = grid_graph(np.concatenate([work_intensity[None], PROBABILITY_WEIGHT * probabilities]))
-        return geodesic_labels(graph, work.shape, nodes[keep], classes[keep])
-
-    labels = competition(np.ones(len(nodes), dtype=bool))
-    # Each seed's label from a competition that never saw its stroke: the other fold's seeds fit the
-    # classifier and seed the growing (single-stroke classes are in both folds).
-    folds = seed_folds(nodes, classes, work.shape, seed)
-    held_out = labels.reshape(-1)[nodes].copy()
+    fit = np.arange(len(voxels)) if fit_voxels is None else np.asarray(fit_voxels)
+    fold_grid, fold_intensity = competition_intensity(unit, input_grid, MAX_FOLD_NODES)
+    nodes = seed_nodes(voxels[fit], input_grid, fold_grid)
+    y = classes[fit]
+    # Each fitted seed's label from a competition that never saw its stroke (single-stroke classes are in
+    # both folds, and keep the label of the full competition).
+    folds = seed_folds(nodes, y, fold_grid.shape, seed)
+    held_out = labels.reshape(-1)[seed_nodes(voxels[fit], input_grid, grid)].copy()
     if (folds >= 0).any():
         for fold in (0, 1):
-            fold_labels = competition(folds != fold)
-            held_out[folds == fold] = fold_labels.reshape(-1)[nodes[folds == fold]]
+            keep = folds != fold
+            fold_labels = geodesic_labels(fold_intensity, nodes[keep], y[keep]).reshape(-1)
+            held_out[folds == fold] = fold_labels[nodes[folds == fold]]
     fine = fine_features(input_intensity, input_grid.spacing)
-    at_seeds = fine[:, voxels[:, 0], voxels[:, 1], voxels[:, 2]].T
+    at_seeds = fine[:, voxels[fit, 0], voxels[fit, 1], voxels[fit, 2]].T
     mean, std = at_seeds.mean(axis=0), at_seeds.std(axis=0) + 1e-6
-    beta, w, b = fit_refinement(np.eye(n_classes, dtype=np.float32)[held_out], (at_seeds - mean) / std, classes,
-                                n_classes)
+    beta, w, b = fit_refinement(np.eye(n_classes, dtype=np.float32)[held_out], (at_seeds - mean) / std, y, n_classes)
     onehot = np.stack([labels == c for c in range(n_classes)]).astype(np.float32)
     out = np.empty(input_grid.shape, dtype=np.uint8 if n_classes <= 256 else np.uint16)
     w_raw = (w / std[:, None]).astype(np.float32)  # standardisation folded into the weights
     b_raw = (b - (mean / std) @ w).astype(np.float32)
-    for k0, k1, pts in slab_points(to_work, input_grid.shape, work.shape):
+    to_grid = index_map(grid, input_grid)
+    for k0, k1, pts in slab_points(to_grid, input_grid.shape, grid.shape):
         g = sample_points(onehot, pts.reshape(-1, 3))  # (K, M)
         f = fine[:, :, :, k0:k1].reshape(fine.shape[0], -1)  # (F, M)
         logits = beta * np.log(g + GEODESIC_FLOOR) + w_raw.T @ f + b_raw[:, None]
         out[:, :, k0:k1] = logits.argmax(axis=0).reshape(pts.shape[:3])
-    return GrowResult(classes=out, work_grid=work, beta=beta)
+    return GrowResult(classes=out, competition_grid=grid, beta=beta)

@@ -1,7 +1,10 @@
-"""Segmentation from a few scribbles: a k-NN or linear classifier on frozen embeddings.
+"""Segmentation from a few scribbles.
 
 Scribbles are a labelmap on the image's grid: 0 = not scribbled, every positive value a class (the
-user scribbles the background too). Steps:
+user scribbles the background too). The default, ``grow`` (`S2DCCore.inference.grow`), grows the
+scribbles through the image by a geodesic competition and refines the result per class at the input's
+resolution; it needs no encoder. ``knn`` and ``linear`` classify every location from the frozen
+encoder's embeddings; their steps:
 
 1. dense encoder features on the model grid (as `S2DCCore.inference.embed`), interpolated to the
    **work grid** at stride 2 (the patch size: one location per 2³ model voxels);
@@ -53,8 +56,6 @@ from S2DCCore.io.image import Image, read_image
 
 log = logging.getLogger(__name__)
 METHODS = ("grow", "knn", "linear")
-# Encoder stage the structure-aware grow reads (stride 4 model voxels: context without losing small organs).
-GROW_STAGE = 1
 # Work-grid smoothing of the intensity feature (in work voxels): regional context for noisy images.
 SMOOTH_SIGMA = 2.0
 # Scribbled voxels used per class (a seeded subsample beyond this): painted areas add little over a few
@@ -71,7 +72,7 @@ class Propagation:
         affine: (4, 4) the input's voxel → RAS affine.
         values: the scribbled class values, in class-index order.
         label_names: value → name (from a ``.seg.nrrd``'s segment names, else ``class v``).
-        work_grid: the grid the classifier ran on.
+        work_grid: the grid the classifier (``knn``/``linear``) or the competition (``grow``) ran on.
         samples_per_class: scribbled voxels used per value (at most `MAX_SAMPLES_PER_CLASS`).
     """
 
@@ -102,10 +103,12 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel |
     Args:
         image: a path or an `Image`.
         model: an encoder or segmenter directory, a `LoadedModel` with an ``encoder``, or None for the
-            default encoder shipped with S2DCCore (`S2DCCore.inference.model_io.default_model_dir`).
+            default encoder shipped with S2DCCore (`S2DCCore.inference.model_io.default_model_dir`);
+            ``knn`` and ``linear`` use it, ``grow`` does not (nothing is loaded).
         scribbles: a labelmap on the image's grid (path or `Image`); 0 = unlabelled.
-        method: ``grow`` (structure-aware growing, `S2DCCore.inference.grow`; the default), ``knn``
-            (class-wise k-NN distance) or ``linear`` (softmax probe) on the embeddings.
+        method: ``grow`` (geodesic competition on the image + per-class refinement,
+            `S2DCCore.inference.grow`; the default), ``knn`` (class-wise k-NN distance) or ``linear``
+            (softmax probe) on the embeddings.
         extra_features: add normalised intensity (raw and smoothed) and coordinates to the embeddings.
         stage: encoder stage (None: the model's embedding stage).
         device: ``torch.device``, a name or None for the CPU.
@@ -121,9 +124,9 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel |
         raise UsageError(f"method must be one of {', '.join(METHODS)}, not {method!r}")
     image, source = read_input(image)
     marks, values, names = read_scribbles(scribbles, input_grid(image))
+    if method == "grow":
+        return _grown(image, source, marks, values, names, memory_budget)
     model = as_model(default_model_dir() if model is None else model)
-    if method == "grow" and stage is None:
-        stage = GROW_STAGE
     target = target_grid(image, model.spacing, model.orientation)
     stage, stride, window = embedding_setup(model, stage, roi, target.shape)
     device = as_device(device)
@@ -140,8 +143,6 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel |
     features, feature_grid = dense_features(prepared, model, stage=stage, stride=stride, roi=window,
                                             device=device, sw_batch_size=sw_batch_size, progress=progress,
                                             precision=precision)
-    if method == "grow":
-        return _grown(image, prepared, features, feature_grid, marks, values, names)
     work_stride = min(model.patch_size, stride)
     work = strided_grid(prepared.model_grid, work_stride,
                         tuple(math.ceil(n / work_stride) for n in prepared.model_grid.shape))
@@ -173,25 +174,39 @@ def propagate_image(image: Image | str | Path, model: str | Path | LoadedModel |
                        label_names=names, work_grid=work, samples_per_class=counts)
 
 
-def _grown(image: Image, prepared, features, feature_grid, marks, values, names) -> Propagation:
-    """The ``grow`` method (`S2DCCore.inference.grow`) from the encoder features to labels on the input grid."""
+def _grown(image: Image, source, marks, values, names, memory_budget) -> Propagation:
+    """The ``grow`` method (`S2DCCore.inference.grow`): no encoder, the image and the seeds alone."""
     from S2DCCore.inference import grow
 
-    work, stride = grow.work_grid(prepared.model_grid)
-    work_intensity = grow.robust_unit(grow.block_mean(prepared.volume, stride, work.shape))
-    context = grow.context_features(features, feature_grid, work_intensity, work)
-    voxels = _training_voxels(marks, values)
+    grid = input_grid(image)
+    check_budget(grow_estimate(grid.shape, len(values)), device=as_device(None), budget=memory_budget, path=source)
+    voxels = np.argwhere(marks > 0)  # every scribbled voxel seeds the competition
     classes = np.searchsorted(values, marks[tuple(voxels.T)])
-    result = grow.grow(work=work, work_intensity=work_intensity, context=context, input_grid=prepared.grid,
-                       input_intensity=np.asarray(image.array, dtype=np.float32), voxels=voxels, classes=classes,
-                       n_classes=len(values))
+    fit = _subsample(classes, len(values))  # the refinement is fitted on at most MAX_SAMPLES_PER_CLASS each
+    result = grow.grow(input_grid=grid, input_intensity=np.asarray(image.array, dtype=np.float32), voxels=voxels,
+                       classes=classes, n_classes=len(values), fit_voxels=fit)
     out_dtype = marks.dtype if np.issubdtype(marks.dtype, np.integer) else np.min_scalar_type(int(values.max()))
     labels = np.asarray(values, dtype=out_dtype)[result.classes]
-    counts = {int(v): int(n) for v, n in zip(values, np.bincount(classes, minlength=len(values)))}
-    log.info("grew %d classes from %d seed voxels (work grid %s, geodesic weight β = %.2f)", len(values),
-             len(classes), "×".join(map(str, work.shape)), result.beta)
-    return Propagation(labels=labels, affine=prepared.grid.affine.copy(), values=tuple(int(v) for v in values),
-                       label_names=names, work_grid=work, samples_per_class=counts)
+    counts = {int(v): int(n) for v, n in zip(values, np.bincount(classes[fit], minlength=len(values)))}
+    log.info("grew %d classes from %d seed voxels (competition grid %s, geodesic weight β = %.2f)", len(values),
+             len(classes), "×".join(map(str, result.competition_grid.shape)), result.beta)
+    return Propagation(labels=labels, affine=grid.affine.copy(), values=tuple(int(v) for v in values),
+                       label_names=names, work_grid=result.competition_grid, samples_per_class=counts)
+
+
+def grow_estimate(shape, n_classes: int):
+    """Host memory of ``grow`` on an input of ``shape``: the image and its three fine features (float32),
+    the competition's one-hot and queues, and the labels."""
+    from S2DCCore.inference.grow import MAX_COMPETITION_NODES
+    from S2DCCore.inference.memory import MemoryEstimate
+
+    voxels = int(np.prod(shape))
+    nodes = min(voxels, MAX_COMPETITION_NODES)
+    parts = {"image and fine features": voxels * 4 * 5, "competition": nodes * (4 * n_classes + 16),
+             "labels": voxels * 2}
+    return MemoryEstimate(host=sum(parts.values()), device=0, parts=parts,
+                          summary=f"input {'×'.join(map(str, shape))}, {n_classes} classes, competition on "
+                                  f"≤ {nodes} voxels")
 
 
 def read_scribbles(scribbles: Image | str | Path, grid: Grid) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:
@@ -236,6 +251,18 @@ def _extra_features(volume: np.ndarray, stride: int, work: Grid) -> list[np.ndar
     smooth = ndimage.gaussian_filter(intensity, SMOOTH_SIGMA, mode="nearest")
     coords = np.meshgrid(*[np.linspace(0.0, 1.0, n, dtype=np.float32) for n in work.shape], indexing="ij")
     return [intensity.astype(np.float32), smooth.astype(np.float32)] + [c for c in coords]
+
+
+def _subsample(classes: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray:
+    """Sorted indices of at most `MAX_SAMPLES_PER_CLASS` entries of each class (seeded subsample)."""
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for c in range(n_classes):
+        where = np.flatnonzero(classes == c)
+        if len(where) > MAX_SAMPLES_PER_CLASS:
+            where = rng.choice(where, MAX_SAMPLES_PER_CLASS, replace=False)
+        chosen.append(where)
+    return np.sort(np.concatenate(chosen))
 
 
 def _training_voxels(marks: np.ndarray, values: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -25,7 +25,7 @@ class S2DCParameterNode:
         inputVolume: the image (segment, embed, propagate).
         outputSegmentation: segmentation to overwrite; None creates a new one.
         scribbles: segmentation with scribbles, one segment per class (propagate).
-        propagateMethod: grow (structure-aware growing, default), knn or linear.
+        propagateMethod: grow (geodesic growing + per-class refinement, default), knn or linear.
         pca: compute PCA colours (embed).
         clusters: k-means structures, 0 for none (embed).
         seedPoint: point list whose first point seeds the similarity map (embed).

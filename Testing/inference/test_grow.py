@@ -1,4 +1,5 @@
-"""Structure-aware growing: the geodesic competition, the seed folds, the refinement fit, and `propagate`."""
+"""Growing from seeds: the geodesic competition (against Slicer's Grow from seeds and a reference
+Dijkstra), the seed folds, the refinement fit, the competition grid, and `grow` end to end."""
 
 from __future__ import annotations
 
@@ -6,27 +7,110 @@ import numpy as np
 import pytest
 
 from S2DCCore.inference import grow
-from S2DCCore.inference.geodesic import geodesic_labels, grid_graph
+from S2DCCore.inference.geodesic import LEVELS, geodesic_labels
+from S2DCCore.inference.geometry import Grid
 
 
 def _line(values):
-    return np.asarray(values, dtype=np.float32).reshape(1, 1, 1, -1)
+    return np.asarray(values, dtype=np.float32).reshape(1, 1, -1)
 
 
 def test_geodesic_splits_at_the_intensity_edge_not_halfway():
     # Seeds at both ends; the edge lies between voxels 3 and 4, so voxel 4 (Euclidean-closer to seed 0)
     # belongs to seed 1 as Grow from seeds would have it.
-    features = _line([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
-    labels = geodesic_labels(grid_graph(features), (1, 1, 10), np.array([0, 9]), np.array([0, 1]))
+    labels = geodesic_labels(_line([0, 0, 0, 0, 1, 1, 1, 1, 1, 1]), np.array([0, 9]), np.array([0, 1]))
     assert labels.ravel().tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1, 1]
 
 
-def test_a_class_score_channel_makes_an_edge_where_the_image_has_none():
-    intensity = np.zeros(10)
-    score = np.r_[np.zeros(7), np.ones(3)]
-    features = np.stack([intensity, score]).reshape(2, 1, 1, 10).astype(np.float32)
-    labels = geodesic_labels(grid_graph(features), (1, 1, 10), np.array([0, 9]), np.array([0, 1]))
-    assert labels.ravel().tolist() == [0] * 7 + [1] * 3
+def test_a_diagonal_line_is_crossed_through_its_corners():
+    # A bright one-voxel diagonal in a dark plane: with 26 neighbours (as Grow from seeds) the line's seed
+    # reaches all of it for free; with 6 neighbours every step would cross the dark background.
+    plane = np.zeros((1, 12, 12), np.float32)
+    for i in range(12):
+        plane[0, i, i] = 1.0
+    seeds = np.array([np.ravel_multi_index((0, 0, 0), plane.shape), np.ravel_multi_index((0, 0, 11), plane.shape)])
+    labels = geodesic_labels(plane, seeds, np.array([1, 0]))
+    assert all(labels[0, i, i] == 1 for i in range(12))
+    assert (labels[plane == 0] == 0).all()
+
+
+def _reference_labels(levels: np.ndarray, seeds: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The same competition by scipy's Dijkstra on an explicit 26-neighbour graph."""
+    from itertools import product
+
+    from scipy import sparse
+    from scipy.sparse import csgraph
+
+    shape = levels.shape
+    index = np.arange(levels.size).reshape(shape)
+    rows, cols, weights = [], [], []
+    for step in product((-1, 0, 1), repeat=3):
+        if step <= (0, 0, 0):  # each undirected edge once
+            continue
+        src = tuple(slice(max(0, -d), n - max(0, d)) for d, n in zip(step, shape))
+        dst = tuple(slice(max(0, d), n - max(0, -d)) for d, n in zip(step, shape))
+        rows.append(index[src].ravel())
+        cols.append(index[dst].ravel())
+        # +1e-9: scipy drops explicit zeros; the tiny weight keeps the edge and breaks no real tie
+        weights.append(np.abs(levels[src] - levels[dst]).ravel().astype(np.float64) + 1e-9)
+    graph = sparse.csr_matrix((np.concatenate(weights), (np.concatenate(rows), np.concatenate(cols))),
+                              shape=(levels.size, levels.size))
+    _, _, sources = csgraph.dijkstra(graph, directed=False, indices=seeds, min_only=True, return_predecessors=True)
+    lookup = np.zeros(levels.size, np.int64)
+    lookup[seeds] = classes
+    return lookup[sources].reshape(shape)
+
+
+def test_competition_matches_a_reference_dijkstra_on_26_neighbours():
+    rng = np.random.default_rng(0)
+    intensity = rng.random((9, 10, 11)).astype(np.float32)
+    seeds = rng.choice(intensity.size, 12, replace=False)
+    classes = np.arange(12) % 4
+    ours = geodesic_labels(intensity, seeds, classes)
+    levels = np.round(intensity * LEVELS).astype(np.int64)
+    reference = _reference_labels(levels, seeds, classes)
+    assert (ours == reference).mean() > 0.99  # exact but for equal-cost ties (whole-number costs)
+
+
+def test_competition_agrees_with_slicers_grow_from_seeds():
+    pytest.importorskip("slicer")
+    import slicer
+    import vtk
+    from vtk.util import numpy_support
+
+    rng = np.random.default_rng(1)
+    truth = np.zeros((24, 26, 28), np.int16)
+    truth[4:14, 5:20, 6:22] = 1
+    truth[14:22, 8:24, 3:25] = 2
+    intensity = (np.choose(truth, [0.2, 0.5, 0.8]) + 0.05 * rng.standard_normal(truth.shape)).clip(0, 1)
+    levels = np.round(intensity * LEVELS).astype(np.int16)
+    seeds = np.concatenate([rng.choice(np.flatnonzero(truth.ravel() == c), 5, replace=False) for c in range(3)])
+    classes = truth.ravel()[seeds]
+
+    def to_vtk(array):
+        data = vtk.vtkImageData()
+        data.SetDimensions(*array.shape)
+        flat = np.ascontiguousarray(array.transpose(2, 1, 0)).reshape(-1)
+        data.GetPointData().SetScalars(numpy_support.numpy_to_vtk(flat, deep=True, array_type=vtk.VTK_SHORT))
+        return data
+
+    marks = np.zeros(truth.shape, np.int16)
+    marks.ravel()[seeds] = classes + 1
+    filt = slicer.vtkImageGrowCutSegment()
+    filt.SetIntensityVolume(to_vtk(levels))
+    filt.SetSeedLabelVolume(to_vtk(marks))
+    filt.SetDistancePenalty(0.0)
+    filt.Update()
+    theirs = numpy_support.vtk_to_numpy(filt.GetOutput().GetPointData().GetScalars())
+    theirs = theirs.reshape(truth.shape[::-1]).transpose(2, 1, 0).astype(np.int64) - 1
+    ours = geodesic_labels(levels.astype(np.float32) / LEVELS, seeds, classes)
+    inner = (slice(1, -1),) * 3  # Slicer's filter leaves a one-voxel border of the volume unexpanded
+    assert (ours[inner] == theirs[inner]).mean() > 0.98
+
+
+def test_geodesic_refuses_seeds_off_the_grid():
+    with pytest.raises(ValueError, match="outside the grid"):
+        geodesic_labels(np.zeros((2, 2, 2), np.float32), np.array([0, 8]), np.array([0, 1]))
 
 
 def test_seed_folds_split_strokes_and_keep_single_strokes_in_both():
@@ -60,10 +144,27 @@ def test_refinement_trusts_whichever_source_separates_the_seeds(informative):
         assert ((fine_good @ w + b).argmax(1) == y).mean() > 0.9
 
 
-def test_work_grid_caps_the_node_count():
-    from S2DCCore.inference.geometry import Grid
+def test_competition_grid_caps_the_node_count():
+    grid = Grid((181, 217, 181), np.diag([1.0, 1.0, 1.0, 1.0]))
+    coarse, stride = grow.coarsened(grid, grow.MAX_COMPETITION_NODES)
+    assert stride == 2 and coarse.shape == (91, 109, 91)
+    np.testing.assert_allclose(coarse.spacing, (2.0, 2.0, 2.0))
+    native, stride = grow.coarsened(Grid((160, 160, 160), np.eye(4)), grow.MAX_COMPETITION_NODES)
+    assert stride == 1 and native.shape == (160, 160, 160)
 
-    grid = Grid((200, 200, 200), np.diag([2.0, 2.0, 2.0, 1.0]))
-    work, stride = grow.work_grid(grid)
-    assert stride == 2 and work.shape == (100, 100, 100) and np.prod(work.shape) <= grow.MAX_WORK_NODES
-    np.testing.assert_allclose(work.spacing, (4.0, 4.0, 4.0))
+
+def test_denoising_stops_noise_from_leaking_a_front_across_a_faint_edge():
+    # Two halves 0.45 / 0.55 under noise of σ 0.06, two seeds each away from the edge: noise adds up along
+    # the raw competition's paths and scatters labels across the edge; the denoised one follows it.
+    rng = np.random.default_rng(2)
+    truth = np.zeros((40, 40, 40), np.int64)
+    truth[:, 20:] = 1
+    image = (np.where(truth == 1, 0.55, 0.45) + 0.06 * rng.standard_normal(truth.shape)).astype(np.float32)
+    voxels = np.array([[20, 3, 20], [5, 5, 5], [20, 36, 20], [35, 35, 35]])
+    classes = np.array([0, 0, 1, 1])
+    seeds = np.ravel_multi_index(tuple(voxels.T), truth.shape)
+    raw = (geodesic_labels(np.clip(image, 0, 1), seeds, classes) == truth).mean()
+    result = grow.grow(input_grid=Grid(truth.shape, np.eye(4)), input_intensity=image, voxels=voxels,
+                       classes=classes, n_classes=2)
+    assert raw < 0.97
+    assert (result.classes == truth).mean() > 0.99
