@@ -175,9 +175,15 @@ def _probe_comparison(cohort: Path, encoder: Path, pre_cfg, config: DemoConfig) 
     test_images = [read_image(c.image) for c in test]
     test_labels = [read_image(c.label).array for c in test]
 
-    def score(encoder_fn, seed: int) -> float:
+    def score(encoder_fn, seed: int, cache: dict | None = None) -> float:
         def features(image):
-            return probe.encoder_features(image, encoder_fn, pre_cfg.preprocess, stages=(0, 1, 2, 3, 4))
+            # A frozen encoder's maps do not depend on the probe's seed: the pretrained one runs once per image.
+            if cache is not None and id(image) in cache:
+                return cache[id(image)]
+            maps = probe.encoder_features(image, encoder_fn, pre_cfg.preprocess, stages=(0, 1, 2, 3, 4))
+            if cache is not None:
+                cache[id(image)] = maps
+            return maps
 
         preds = probe.probe_predictions(features, train_images, train_labels, test_images, len(values), seed=seed)
         return float(np.mean([dice_score(np.asarray(values)[p] == v, ref == v)
@@ -185,7 +191,8 @@ def _probe_comparison(cohort: Path, encoder: Path, pre_cfg, config: DemoConfig) 
 
     pretrained = load_model(encoder).encoder
     seeds = range(config.probe_seeds)
-    s2dc = [score(pretrained, s) for s in seeds]
+    pretrained_maps: dict = {}
+    s2dc = [score(pretrained, s, pretrained_maps) for s in seeds]
     random = []
     for s in seeds:
         torch.manual_seed(s)
