@@ -53,12 +53,14 @@ class MemoryEstimate:
         device: bytes on the accelerator (0 when running on the CPU, where everything is host memory).
         parts: named contributions (bytes), largest first when described.
         summary: what the estimate was computed for (grid, classes, window), for messages.
+        advice: what the user can do when it does not fit (the end of the refusal).
     """
 
     host: int
     device: int
     parts: dict[str, int] = field(default_factory=dict)
     summary: str = ""
+    advice: str = "free memory, use a coarser model spacing or a smaller window, or set --memory-budget"
 
     def describe(self) -> str:
         top = sorted(self.parts.items(), key=lambda kv: -kv[1])[:3]
@@ -203,8 +205,7 @@ def check_budget(estimate: MemoryEstimate, *, device=None, budget: int | None = 
         if allowed is not None and needed > allowed:
             raise MemoryBudgetError(
                 f"needs about {format_bytes(needed)} of {what} ({estimate.summary}; largest: {estimate.describe()}) "
-                f"but the budget is {format_bytes(allowed)} ({origin}); free memory, use a coarser model spacing "
-                f"or a smaller window, or set --memory-budget", path)
+                f"but the budget is {format_bytes(allowed)} ({origin}); {estimate.advice}", path)
 
 
 def _default_budget(available: int | None, fraction: float, name: str) -> tuple[int | None, str]:

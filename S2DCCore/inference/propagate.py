@@ -206,7 +206,8 @@ def grow_estimate(shape, n_classes: int):
              "labels": voxels * 2}
     return MemoryEstimate(host=sum(parts.values()), device=0, parts=parts,
                           summary=f"input {'×'.join(map(str, shape))}, {n_classes} classes, competition on "
-                                  f"≤ {nodes} voxels")
+                                  f"≤ {nodes} voxels",
+                          advice="free memory, crop the image to the region to segment, or set --memory-budget")
 
 
 def read_scribbles(scribbles: Image | str | Path, grid: Grid) -> tuple[np.ndarray, np.ndarray, dict[int, str]]:

@@ -118,3 +118,22 @@ def test_painted_scribbles_are_subsampled(mean_encoder):
     marks[5, 5, 20] = 2
     result = propagate_image(image, mean_encoder, Image(marks, np.eye(4)), stage=0)
     assert result.samples_per_class == {1: MAX_SAMPLES_PER_CLASS, 2: 1}
+
+
+def test_grow_needs_no_model_and_is_refused_beyond_the_memory_budget(tmp_path):
+    from S2DCCore.inference.memory import MemoryBudgetError
+    from S2DCCore.inference.propagate import grow_estimate
+
+    image = write_image(tmp_path / "x.nii.gz", np.linspace(0, 1, 30**3, dtype=np.float32).reshape(30, 30, 30),
+                        np.eye(4))
+    marks = np.zeros((30, 30, 30), np.uint8)
+    marks[2, 2, 2], marks[27, 27, 27] = 1, 2
+    scribbles = write_image(tmp_path / "s.nii.gz", marks, np.eye(4))
+    # 27 000 voxels × (5 float32 + 2 bytes of labels) + the competition's one-hot and queues
+    assert grow_estimate((30, 30, 30), 2).host == 27_000 * 22 + 27_000 * (4 * 2 + 16)
+    labels = propagate(image, "/nonexistent/model", scribbles)  # grow loads no model
+    assert labels[0, 0, 0] == 1 and labels[29, 29, 29] == 2
+    with pytest.raises(MemoryBudgetError, match=r"but the budget is 102\.4 KiB \(--memory-budget\); free memory, crop"
+                       ) as info:
+        propagate(image, None, scribbles, memory_budget=2**20 // 10)
+    assert str(image) in str(info.value) and "\n" not in str(info.value)
