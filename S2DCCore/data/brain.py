@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from S2DCCore.errors import DataError, UsageError
-from S2DCCore.inference.geometry import Grid, index_map, model_grid, resample, slab_points
+from S2DCCore.geometry import Grid, index_map, model_grid, resample, slab_points
 
 CLASSES = {0: "background", 1: "frontal", 2: "insula_limbic", 3: "occipital", 4: "parietal",
            5: "deep_grey_matter", 6: "temporal", 7: "cerebellum"}

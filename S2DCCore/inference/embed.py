@@ -4,7 +4,7 @@ The encoder runs in sliding windows on the model grid (see `S2DCCore.inference.m
 stitched stage-``s`` features live on the **feature grid**: stride ``p·2^s`` model voxels (``p`` the
 patch size), whose affine is the model grid's with direction columns scaled by the stride and the
 origin moved by ``(stride − 1)/2`` model voxels (a token sits at the centre of the block it summarises;
-`S2DCCore.inference.geometry.strided_grid`). The model grid is the input grid reoriented to the closest
+`S2DCCore.geometry.strided_grid`). The model grid is the input grid reoriented to the closest
 RAS axes and resampled to the model spacing, so both grids map to the same physical space as the input.
 
 Overlays are computed on the feature grid and then sampled at every input voxel centre, so
@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from S2DCCore.errors import UsageError
-from S2DCCore.inference.geometry import (Grid, argmax_resample, resample_channels, sample_points,
+from S2DCCore.geometry import (Grid, argmax_resample, resample_channels, sample_points,
                                          strided_grid, world_to_index)
 from S2DCCore.inference.memory import MemoryEstimate, check_budget, estimate_inference
 from S2DCCore.inference.model_input import ModelInput, prepare_input, read_input, target_grid

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from S2DCCore.inference.geodesic import geodesic_labels
-from S2DCCore.inference.geometry import Grid, index_map, sample_points, slab_points, strided_grid
+from S2DCCore.geometry import Grid, index_map, sample_points, slab_points, strided_grid
 
 # The competition runs on the input grid coarsened to at most this many voxels (the 160³ phantoms stay
 # native; 1 mm brains of 7–9 M voxels run at 2 mm).

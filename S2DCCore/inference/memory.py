@@ -26,7 +26,7 @@ from pathlib import Path
 
 from S2DCCore.utils.memory_info import available_host_memory  # noqa: F401 (re-exported)
 from S2DCCore.errors import DataError, UsageError
-from S2DCCore.inference.geometry import SLAB
+from S2DCCore.geometry import SLAB
 
 HOST_FRACTION = 0.8
 CUDA_FRACTION = 0.9

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from S2DCCore.config import PreprocessConfig
-from S2DCCore.inference.geometry import Grid, model_grid, resample
+from S2DCCore.geometry import Grid, model_grid, resample
 from S2DCCore.io.image import Image, read_image, validate_volume
 
 

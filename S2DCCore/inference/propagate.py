@@ -46,7 +46,7 @@ import numpy as np
 from S2DCCore.errors import DataError, UsageError
 from S2DCCore.inference.embed import dense_features, embedding_setup
 from S2DCCore.inference.few_shot import fit_linear, knn_scores, linear_scores, standardize
-from S2DCCore.inference.geometry import (Grid, argmax_resample, index_map, resample_channels, same_grid,
+from S2DCCore.geometry import (Grid, argmax_resample, index_map, resample_channels, same_grid,
                                          sample_points, strided_grid)
 from S2DCCore.inference.memory import check_budget, estimate_inference
 from S2DCCore.inference.model_input import input_grid, prepare_input, read_input, target_grid

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from S2DCCore.errors import DataError, UsageError
-from S2DCCore.inference.geometry import Grid, argmax_resample
+from S2DCCore.geometry import Grid, argmax_resample
 from S2DCCore.inference.label_table import write_labelmap
 from S2DCCore.inference.memory import MemoryEstimate, check_budget, estimate_inference
 from S2DCCore.inference.model_input import foreground_box, prepare_input, read_input, target_grid

@@ -9,7 +9,7 @@ interpolated to the input grid and summed,
     logits(v) = b + Σ_s interp_s(W_s · f_s)(v) = b + Σ_s W_s · interp_s(f_s)(v),
 
 the same numbers as classifying interpolated features (tested). Training samples use the same
-interpolation (`S2DCCore.inference.geometry.sample_points`), so training and prediction agree exactly.
+interpolation (`S2DCCore.geometry.sample_points`), so training and prediction agree exactly.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from S2DCCore.config import PreprocessConfig
-from S2DCCore.inference.geometry import Grid, index_map, resample_channels, sample_points
+from S2DCCore.geometry import Grid, index_map, resample_channels, sample_points
 from S2DCCore.inference.model_input import prepare_input
 from S2DCCore.io.image import Image
 
@@ -63,7 +63,7 @@ def encoder_features(image: Image, encoder: Callable, preprocess: PreprocessConf
     """
     import torch
 
-    from S2DCCore.inference.geometry import strided_grid
+    from S2DCCore.geometry import strided_grid
 
     prepared = prepare_input(image, preprocess, preprocess.spacing, preprocess.orientation)
     volume = prepared.volume

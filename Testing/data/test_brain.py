@@ -10,7 +10,7 @@ import pytest
 
 from S2DCCore.data import brain
 from S2DCCore.errors import DataError, UsageError
-from S2DCCore.inference.geometry import Grid
+from S2DCCore.geometry import Grid
 
 CACHE = Path(os.environ.get("S2DC_BRAIN_CACHE", Path.home() / ".cache" / "s2dc" / "brain"))
 

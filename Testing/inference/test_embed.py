@@ -17,7 +17,7 @@ import pytest
 from S2DCCore.errors import UsageError
 from S2DCCore.inference.embed import embed
 from S2DCCore.inference.embed_io import write_embedding
-from S2DCCore.inference.geometry import strided_grid
+from S2DCCore.geometry import strided_grid
 from S2DCCore.io.image import Image, read_image, write_image
 from testdata import make_affine
 

@@ -8,7 +8,7 @@ import pytest
 
 from S2DCCore.inference import grow
 from S2DCCore.inference.geodesic import LEVELS, geodesic_labels
-from S2DCCore.inference.geometry import Grid
+from S2DCCore.geometry import Grid
 
 
 def _line(values):

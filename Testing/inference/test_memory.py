@@ -7,7 +7,7 @@ import pytest
 
 from S2DCCore.errors import UsageError
 from S2DCCore.inference import memory
-from S2DCCore.inference.geometry import Grid, model_grid
+from S2DCCore.geometry import Grid, model_grid
 from S2DCCore.inference.memory import (MemoryBudgetError, available_host_memory, check_budget, estimate_inference,
                                        parse_size, window_activation_bytes)
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from S2DCCore.config import PreprocessConfig
-from S2DCCore.inference.geometry import Grid, strided_grid
+from S2DCCore.geometry import Grid, strided_grid
 from S2DCCore.io.image import Image
 from S2DCCore.study import probe
 from testdata import make_affine

@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from S2DCCore.inference.geometry import (Grid, argmax_resample, model_grid, reoriented_grid, resample, same_grid,
+from S2DCCore.geometry import (Grid, argmax_resample, model_grid, reoriented_grid, resample, same_grid,
                                          sample_points, strided_grid, world_to_index)
 
 

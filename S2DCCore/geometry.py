@@ -1,4 +1,5 @@
-"""Grids and resampling between the input's grid and the model's grid.
+"""Voxel grids and resampling between them: below `S2DCCore.data` (the brain cohort's crops and atlas
+mapping), `S2DCCore.study` (the probe) and `S2DCCore.inference` (the model grid), which all use it.
 
 A *grid* is a shape plus a 4×4 voxel-index → RAS (mm) affine. Inference works on the **model grid**,
 built from the input grid the way the training preprocessing (MONAI ``Orientationd`` + ``Spacingd``)
