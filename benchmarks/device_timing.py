@@ -74,8 +74,8 @@ def make_batch(method: str, config, seed: int = 0) -> dict:
         shape = tuple(g * r for g, r in zip(config.views.grid, config.views.roi))
         return s2dc.make_batch([torch.rand(1, *shape) for _ in range(config.batch_size)], rng, config)
     if method == "alice":
-        from S2DCCore.data.alice_views import collate_pairs, make_alice_pair
-        from S2DCCore.data.matching import SelfMatcher
+        from S2DCCore.data.views.alice import collate_pairs, make_alice_pair
+        from S2DCCore.data.views.matching import SelfMatcher
 
         a = config.alice
         side = [max(96, r + 2 * a.point_margin + 8) for r in a.roi]

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from S2DCCore.config import load_config
-from S2DCCore.data.correspondence import region_slices
+from S2DCCore.data.views.correspondence import region_slices
 from S2DCCore.losses.s2dc import global_contrastive_loss, patch_to_patch_loss, patch_to_structure_loss, select_global_pairs
 from S2DCCore.training.config import PretrainConfig
 from S2DCCore.training.loop import train_step
@@ -118,8 +118,8 @@ def _whole_step(method, batch, reps: int) -> float:
 
 def bench_alice(preset: str, reps: int) -> dict:
     """Alice parts for ``preset``: pairs (self / teacher matcher), student, teacher, CASA, loss, whole step."""
-    from S2DCCore.data.alice_views import collate_pairs, make_alice_pair
-    from S2DCCore.data.matching import EmbeddingMatcher, SelfMatcher
+    from S2DCCore.data.views.alice import collate_pairs, make_alice_pair
+    from S2DCCore.data.views.matching import EmbeddingMatcher, SelfMatcher
     from S2DCCore.training.methods import alice
 
     config = load_config(PretrainConfig, preset, ["runtime.device=cpu", "method=alice"], section="pretrain")

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from S2DCCore.config import PreprocessConfig, RuntimeConfig
 from S2DCCore.errors import UsageError
-from S2DCCore.data.views import ViewConfig
+from S2DCCore.data.views.s2dc import ViewConfig
 from S2DCCore.losses.s2dc import S2DCLossConfig
 from S2DCCore.models.encoders import EncoderConfig
 from S2DCCore.training.crops import SamplingConfig

@@ -1,4 +1,4 @@
-"""Tests for S2DCCore.data.correspondence: token geometry, layouts and ground-truth matches."""
+"""Tests for S2DCCore.data.views.correspondence: token geometry, layouts and ground-truth matches."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from S2DCCore.data.correspondence import (
+from S2DCCore.data.views.correspondence import (
     RegionAffine,
     correspondence_matrix,
     crop_tokens_to_region,

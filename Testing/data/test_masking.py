@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from S2DCCore.data.masking import apply_column_mask, sample_column_mask
+from S2DCCore.data.views.masking import apply_column_mask, sample_column_mask
 
 
 def test_mask_count_follows_the_official_ceiling():

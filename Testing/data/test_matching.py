@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from S2DCCore.config import PreprocessConfig
-from S2DCCore.data.alice_views import make_alice_pair
+from S2DCCore.data.views.alice import make_alice_pair
 from S2DCCore.data.cohort import load_cohort
-from S2DCCore.data.matching import (EmbeddingMatcher, SelfMatcher, crop_at, dense_embeddings, draw_match,
+from S2DCCore.data.views.matching import (EmbeddingMatcher, SelfMatcher, crop_at, dense_embeddings, draw_match,
                                     sample_query_point)
-from S2DCCore.data.phantom_matching import PhantomOracle
+from S2DCCore.data.phantoms.matching import PhantomOracle
 from S2DCCore.data.phantoms import PhantomConfig, write_phantom_cohort
 from S2DCCore.data.regions import VolumeStore
 from S2DCCore.data.transforms import preprocess_transforms

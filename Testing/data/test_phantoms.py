@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from S2DCCore.data import phantoms
+from S2DCCore.data.phantoms import torso as phantoms
 from S2DCCore.data.phantoms import (STRUCTURES, PhantomConfig, canonical_grid, canonical_to_voxel, make_phantom,
                                     voxel_to_canonical, write_phantom_cohort)
 from S2DCCore.data.preview import colour, save_montage

@@ -1,4 +1,4 @@
-"""Tests for S2DCCore.data.views: warps, tiling, sampled parameters and the assembled S²DC views."""
+"""Tests for S2DCCore.data.views.s2dc: warps, tiling, sampled parameters and the assembled S²DC views."""
 
 import dataclasses
 
@@ -7,14 +7,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from S2DCCore.data.correspondence import (
+from S2DCCore.data.views.correspondence import (
     RegionAffine,
     correspondence_matrix,
     crop_tokens_to_region,
     region_centre,
     token_centres,
 )
-from S2DCCore.data.views import (
+from S2DCCore.data.views.s2dc import (
     CropAugmentation,
     ViewConfig,
     augment_crop,

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from S2DCCore.config import load_config
-from S2DCCore.data.alice_views import collate_pairs, make_alice_pair
-from S2DCCore.data.matching import SelfMatcher
+from S2DCCore.data.views.alice import collate_pairs, make_alice_pair
+from S2DCCore.data.views.matching import SelfMatcher
 from S2DCCore.errors import UsageError
 from S2DCCore.models.ema import cosine_momentum
 from S2DCCore.training.config import PretrainConfig

@@ -9,7 +9,7 @@ import torch
 
 from S2DCCore.config import load_config
 from S2DCCore.data.regions import random_region
-from S2DCCore.data.views import sample_crop_augmentation
+from S2DCCore.data.views.s2dc import sample_crop_augmentation
 from S2DCCore.training.config import PretrainConfig
 from S2DCCore.training.optim import param_groups
 

@@ -1,6 +1,6 @@
 """Alice pretraining as one module: student and EMA teacher SwinUNETRs, CASA, loss; views from matched volumes.
 
-Per step (methods.md §2.2–2.4): a batch of query/key crop pairs (`S2DCCore.data.alice_views`) is
+Per step (methods.md §2.2–2.4): a batch of query/key crop pairs (`S2DCCore.data.views.alice`) is
 stacked ``[Q; K]``; the student sees the crops with column masks applied on the device, the teacher
 the (augmented) crops; ``S = CASA(student query tokens, student decoder tokens)`` and
 ``T = CASA(student query tokens, teacher decoder tokens)`` (no gradient through ``T``); `AliceLoss`
@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from S2DCCore.data.alice_views import collate_pairs, make_alice_pair
-from S2DCCore.data.masking import apply_column_mask, column_grid_shape
-from S2DCCore.data.matching import EmbeddingMatcher, Matcher, SelfMatcher, load_encoder_features
+from S2DCCore.data.views.alice import collate_pairs, make_alice_pair
+from S2DCCore.data.views.masking import apply_column_mask, column_grid_shape
+from S2DCCore.data.views.matching import EmbeddingMatcher, Matcher, SelfMatcher, load_encoder_features
 from S2DCCore.errors import UsageError
 from S2DCCore.losses.alice import AliceLoss, AliceLossConfig
 from S2DCCore.losses.terms import LossTerms
@@ -184,7 +184,7 @@ def build_matcher(config, store, method: AliceMethod, data: Path | None) -> Matc
     if alice.matcher == "self":
         return SelfMatcher()
     if alice.matcher == "oracle":
-        from S2DCCore.data.phantom_matching import PhantomOracle
+        from S2DCCore.data.phantoms.matching import PhantomOracle
 
         return PhantomOracle(data, store.cases, store.transform)
     device = method.step.device

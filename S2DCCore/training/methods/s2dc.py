@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from S2DCCore.data.correspondence import crop_tokens_to_region, region_slices
+from S2DCCore.data.views.correspondence import crop_tokens_to_region, region_slices
 from S2DCCore.losses.queue import FeatureQueue
 from S2DCCore.losses.s2dc import S2DCLoss, S2DCLossConfig, select_global_pairs
 from S2DCCore.losses.terms import LossTerms
@@ -162,7 +162,7 @@ def make_batch(regions: list[torch.Tensor], rng, config) -> dict[str, torch.Tens
     """
     from dataclasses import asdict
 
-    from S2DCCore.data.views import make_s2dc_views
+    from S2DCCore.data.views.s2dc import make_s2dc_views
 
     views = [make_s2dc_views(region, rng, **asdict(config.views)) for region in regions]
     return {

@@ -1,7 +1,7 @@
 """The classic SwinUNETR self-supervised pretraining (Tang et al., CVPR 2022) as a baseline method.
 
 Per step: ``batch_size`` volumes × ``crops_per_volume`` random crops (the official loader: 2 crops of
-96³ per volume, 2 volumes), two rotated and corrupted views per crop (`S2DCCore.data.swinssl_views`),
+96³ per volume, 2 volumes), two rotated and corrupted views per crop (`S2DCCore.data.views.swinssl`),
 one encoder pass over both views, and `SwinSSLLoss` (rotation CE, MONAI ``ContrastiveLoss``, L1
 inpainting). No teacher. The encoder is the project's SwinUNETR-v2 encoder (officially v1), so the
 baseline transfers into the same fine-tuning network as S²DC and Alice.
@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from S2DCCore.data.regions import random_region
-from S2DCCore.data.swinssl_views import make_swinssl_views
+from S2DCCore.data.views.swinssl import make_swinssl_views
 from S2DCCore.errors import UsageError
 from S2DCCore.losses.swinssl import SwinSSLLoss, SwinSSLLossConfig
 from S2DCCore.losses.terms import LossTerms

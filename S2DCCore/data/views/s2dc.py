@@ -5,7 +5,7 @@ parts follow style rule 6: ``sample_*`` functions draw parameters from a ``numpy
 passed in, deterministic functions apply them, and :func:`make_s2dc_views` returns the parameters
 with the views, so the ground-truth token correspondences come from the very warp that was applied.
 
-Geometry uses the voxel index coordinates of :mod:`S2DCCore.data.correspondence`: a 4×4 matrix maps a
+Geometry uses the voxel index coordinates of :mod:`S2DCCore.data.views.correspondence`: a 4×4 matrix maps a
 source voxel ``p`` to the output voxel where its content lands. Warps run with ``grid_sample``
 (trilinear, ``align_corners=False``) on the input tensor's device.
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from S2DCCore.data.correspondence import (
+from S2DCCore.data.views.correspondence import (
     MatchMode,
     RegionAffine,
     Triple,

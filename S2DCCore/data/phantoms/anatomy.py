@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from S2DCCore.data.phantom_geometry import PhantomGeometry, canonical_to_voxel, rotation_matrix, smooth_field
+from S2DCCore.data.phantoms.geometry import PhantomGeometry, canonical_to_voxel, rotation_matrix, smooth_field
 
 STRUCTURES: dict[int, str] = {
     0: "background", 1: "body_wall", 2: "fat", 3: "lung_left", 4: "lung_right", 5: "liver", 6: "spleen",

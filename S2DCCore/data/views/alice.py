@@ -19,8 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from S2DCCore.data.masking import sample_column_mask
-from S2DCCore.data.matching import Matcher, crop_at, draw_match
+from S2DCCore.data.views.masking import sample_column_mask
+from S2DCCore.data.views.matching import Matcher, crop_at, draw_match
 
 
 @dataclass
@@ -79,7 +79,7 @@ def make_alice_pair(store, rng: np.random.Generator, matcher: Matcher, *, roi: S
 
     Args:
         store: volumes. rng: numpy generator (every random choice comes from it).
-        matcher: see `S2DCCore.data.matching`; a matcher with ``cross_volume`` False pairs a volume with itself.
+        matcher: see `S2DCCore.data.views.matching`; a matcher with ``cross_volume`` False pairs a volume with itself.
         roi: crop size. threshold / tries: acceptance of a match (official 0.7, ~100 draws).
         margin: query points stay this far from the borders (official 10 voxels).
         mask_patch / mask_ratio: column masks (official 16 voxels, 0.75).

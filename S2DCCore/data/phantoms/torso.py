@@ -37,8 +37,8 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from S2DCCore.data.phantom_anatomy import STRUCTURES, TISSUES, Frame, paint_anatomy, sample_anatomy
-from S2DCCore.data.phantom_geometry import (PhantomGeometry, canonical_grid, canonical_to_voxel, sample_geometry,
+from S2DCCore.data.phantoms.anatomy import STRUCTURES, TISSUES, Frame, paint_anatomy, sample_anatomy
+from S2DCCore.data.phantoms.geometry import (PhantomGeometry, canonical_grid, canonical_to_voxel, sample_geometry,
                                             smooth_field, voxel_to_canonical)
 
 __all__ = ["STRUCTURES", "PhantomConfig", "Phantom", "make_phantom", "write_phantom_cohort",

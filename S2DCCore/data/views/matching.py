@@ -10,7 +10,7 @@ exceeds 0.7, for at most ~100 tries. Here a matcher is anything with
   used while a teacher matcher warms up;
 * `EmbeddingMatcher`: cosine similarity of dense encoder embeddings; built from an S2DCCore encoder
   checkpoint (`load_encoder_features`) or from the method's own EMA teacher;
-* `S2DCCore.data.phantom_matching.PhantomOracle`: the phantom generator's exact correspondence.
+* `S2DCCore.data.phantoms.matching.PhantomOracle`: the phantom generator's exact correspondence.
 
 Points are voxel indices ``[i, j, k]`` of the preprocessed volumes ``(1, X, Y, Z)`` of `VolumeStore`.
 """
