@@ -10,6 +10,8 @@ numba: about as fast as Slicer's C++ filter on the same volume.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 # Quantisation of a [0, 1] intensity into whole-number step costs: fine enough that ties between classes
@@ -38,13 +40,15 @@ def geodesic_labels(intensity: np.ndarray, seeds: np.ndarray, seed_classes: np.n
         raise ValueError("no seeds")
     if seeds.min() < 0 or seeds.max() >= levels.size:
         raise ValueError("a seed lies outside the grid")
-    return _dial(levels, shape[0], shape[1], shape[2], seeds, seed_classes, LEVELS).astype(np.int64).reshape(shape)
+    return _compiled()(levels, shape[0], shape[1], shape[2], seeds, seed_classes, LEVELS).astype(np.int64).reshape(shape)
 
 
-def _jit(function):
+@functools.cache
+def _compiled():
+    """`_dial_py` compiled on first use (importing numba costs a second; most commands never grow)."""
     from numba import njit
 
-    return njit(cache=True, nogil=True)(function)
+    return njit(cache=True, nogil=True)(_dial_py)
 
 
 def _dial_py(levels, nx, ny, nz, seeds, seed_classes, max_step):
@@ -131,17 +135,3 @@ def _dial_py(levels, nx, ny, nz, seeds, seed_classes, max_step):
                         head[target] = f
                         pending += 1
     return label
-
-
-class _Lazy:
-    """Compile `_dial_py` on first use (importing numba costs a second; most commands never grow)."""
-
-    compiled = None
-
-    def __call__(self, *args):
-        if _Lazy.compiled is None:
-            _Lazy.compiled = _jit(_dial_py)
-        return _Lazy.compiled(*args)
-
-
-_dial = _Lazy()
