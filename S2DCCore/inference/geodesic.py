@@ -40,7 +40,8 @@ def geodesic_labels(intensity: np.ndarray, seeds: np.ndarray, seed_classes: np.n
         raise ValueError("no seeds")
     if seeds.min() < 0 or seeds.max() >= levels.size:
         raise ValueError("a seed lies outside the grid")
-    return _compiled()(levels, shape[0], shape[1], shape[2], seeds, seed_classes, LEVELS).astype(np.int64).reshape(shape)
+    labels = _compiled()(levels, shape[0], shape[1], shape[2], seeds, seed_classes, LEVELS)
+    return labels.astype(np.int64).reshape(shape)
 
 
 @functools.cache
