@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from S2DCCore.errors import DataError
-from S2DCCore.models.encoders import EncoderConfig
+from S2DCCore.models.encoders import EncoderConfig, swin_kwargs
 
 log = logging.getLogger(__name__)
 ENCODER_PREFIX = "swinViT."
@@ -60,7 +60,7 @@ def build_segmenter(config: SegmenterConfig) -> nn.Module:
         in_channels=enc.in_channels, out_channels=config.out_channels, patch_size=enc.patch_size,
         depths=enc.depths, num_heads=enc.num_heads, window_size=enc.window_size, feature_size=enc.feature_size,
         norm_name=config.norm_name, dropout_path_rate=enc.drop_path_rate, use_checkpoint=enc.use_checkpoint,
-        spatial_dims=3, use_v2=True,
+        spatial_dims=3, use_v2=True, **swin_kwargs(SwinUNETR),
     )
 
 

@@ -24,6 +24,46 @@ def test_encoder_stages_shapes_and_side_check():
     assert preset_encoder_config("base").stage_channels() == (48, 96, 192, 384, 768)
 
 
+def _window_attentions(module):
+    from monai.networks.nets.swin_unetr import WindowAttention
+
+    return [m for m in module.modules() if isinstance(m, WindowAttention)]
+
+
+@pytest.mark.parametrize("build", [lambda: SwinEncoder(EncoderConfig(feature_size=12, window_size=4)),
+                                   lambda: build_segmenter(SegmenterConfig(encoder=TINY, out_channels=3))],
+                         ids=["encoder", "swinunetr"])
+def test_fused_window_attention_in_inference_matches_the_plain_attention(build):
+    """Every window attention of our networks asks MONAI for the fused kernel (no-grad passes only); its
+    outputs equal MONAI's plain attention of the same weights, and training passes still use the plain one."""
+    import inspect
+
+    from monai.networks.nets.swin_unetr import SwinTransformer
+
+    torch.manual_seed(0)
+    network = build().eval()
+    attentions = _window_attentions(network)
+    if "use_flash_attention" not in inspect.signature(SwinTransformer).parameters:
+        pytest.skip("this MONAI has no fused window attention (< 1.6)")
+    assert attentions and all(a.use_flash_attention for a in attentions)
+    x = torch.randn(2, 1, 64, 32, 32)
+    run = (lambda: network.forward_features(x)) if hasattr(network, "forward_features") else (lambda: [network(x)])
+    with torch.no_grad():
+        fused = run()
+        for a in attentions:
+            a.use_flash_attention = False
+        plain = run()
+    for f, p in zip(fused, plain):
+        assert torch.allclose(f, p, atol=1e-4, rtol=1e-4)
+    assert any(not torch.equal(f, p) for f, p in zip(fused, plain))  # the fused kernel really ran
+    for a in attentions:
+        a.use_flash_attention = True
+    with torch.enable_grad():
+        trained = run()
+    for t, p in zip(trained, plain):  # with gradients MONAI takes the plain path: identical numbers
+        assert torch.equal(t.detach(), p)
+
+
 def test_projection_head_batchnorm_over_features_is_per_feature():
     torch.manual_seed(0)
     head = ProjectionHead(6, 8, 4)
