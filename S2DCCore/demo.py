@@ -6,11 +6,11 @@ against random encoders (the same architecture, three seeds), both scored on the
 **a segmentation to use**: fine-tune from the S²DC encoder (the tiny recipe: light head, LP-FT) on a few
 labelled cases → evaluate on held-out cases → segment and embed a held-out case (with previews) →
 ``report.html`` (tables and pictures inlined, readable offline) and ``summary.json``.
-Measured (2026-11-30, 2 idle cores, defaults): 8 min 27 s and 9 min 42 s wall in two morning runs (plus
-57 s to create the venv on a fresh clone), 10 min 54 s and 11 min 27 s in two afternoon runs of the same
-steps on the same host (pretraining 0.68 → 0.73–0.82 s per step, fine-tuning 1.10 → 1.32–1.35 s: the shared
-host's speed, identical figures); held-out mean Dice 0.797 (5 cases); one-label probe S²DC 0.558 vs random
-0.328 (paired Δ +0.230 ± 0.021 over 3 seeds).
+Measured (2026-11-30 evening, fresh clone, 2 idle cores, defaults, after the fused window attention):
+6 min 54 s wall (pretraining 122 s, probe 59 s, fine-tuning 217 s) plus 55 s to create the venv; held-out
+mean Dice 0.808 (5 cases); one-label probe S²DC 0.553 vs random 0.328 (paired Δ +0.225 ± 0.019 over 3
+seeds). Earlier the same day, before that change: 8 min 27 s and 9 min 42 s (morning), 10 min 54 s and
+11 min 27 s (afternoon; the shared host's speed), Dice 0.797.
 """
 
 from __future__ import annotations
