@@ -36,14 +36,14 @@ def _window_attentions(module):
 def test_fused_window_attention_in_inference_matches_the_plain_attention(build):
     """Every window attention of our networks asks MONAI for the fused kernel (no-grad passes only); its
     outputs equal MONAI's plain attention of the same weights, and training passes still use the plain one."""
-    import inspect
-
     from monai.networks.nets.swin_unetr import SwinTransformer
+
+    from S2DCCore.models.encoders import swin_kwargs
 
     torch.manual_seed(0)
     network = build().eval()
     attentions = _window_attentions(network)
-    if "use_flash_attention" not in inspect.signature(SwinTransformer).parameters:
+    if not swin_kwargs(SwinTransformer):
         pytest.skip("this MONAI has no fused window attention (< 1.6)")
     assert attentions and all(a.use_flash_attention for a in attentions)
     x = torch.randn(2, 1, 64, 32, 32)
