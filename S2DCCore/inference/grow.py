@@ -1,6 +1,8 @@
 """Growing a segmentation from seeds: the default of ``s2dc propagate``.
 
-Two steps, each fitted to the user's own seeds:
+Two steps, each fitted to the user's own seeds, on the input's intensity corrected for a smooth MR gain
+where one is found (`S2DCCore.inference.bias_field`: fitted to a quick competition on a ≤ `BIAS_NODES`
+grid; non-negative images only, applied only if it explains a good part of the within-class spread):
 
 1. **Geodesic competition** (`S2DCCore.inference.geodesic`, Slicer's Grow from seeds computed the same
    way) on the input grid, coarsened by the smallest integer stride that keeps at most
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from S2DCCore.inference.bias_field import BiasField, evaluate, fit_bias_field, unit_coordinates
 from S2DCCore.inference.geodesic import geodesic_labels
 from S2DCCore.geometry import Grid, index_map, sample_points, slab_points, strided_grid
 
@@ -36,6 +39,8 @@ from S2DCCore.geometry import Grid, index_map, sample_points, slab_points, strid
 MAX_COMPETITION_NODES = 4_500_000
 # The two held-out competitions that fit β run on at most this many voxels.
 MAX_FOLD_NODES = 1_000_000
+# The quick competition the gain is fitted to runs on at most this many voxels.
+BIAS_NODES = 300_000
 # Gaussian denoising of the competition's intensity (grid voxels).
 DENOISE_SIGMA = 0.7
 # The refinement's blur of the input intensity (mm).
@@ -51,6 +56,7 @@ class GrowResult:
     classes: np.ndarray
     competition_grid: Grid
     beta: float
+    bias: BiasField | None = None  # the gain fitted (None: not fitted); applied if ``bias.useful``
 
 
 def coarsened(grid: Grid, max_nodes: int) -> tuple[Grid, int]:
@@ -177,6 +183,23 @@ def fine_features(intensity: np.ndarray, spacing) -> np.ndarray:
     return np.stack([unit, unit * unit, ndimage.gaussian_filter(unit, sigma, mode="nearest")])
 
 
+def fitted_gain(input_grid: Grid, intensity: np.ndarray, voxels: np.ndarray, classes: np.ndarray
+                ) -> tuple[BiasField | None, np.ndarray | None]:
+    """The smooth gain of a non-negative ``intensity``, fitted to a competition from the seeds on the input
+    grid coarsened to ≤ `BIAS_NODES` voxels; returns (the fit, its log-gain on the input grid if useful)."""
+    if float(intensity.min()) < 0:  # CT in HU, or anything not a magnitude: no multiplicative gain
+        return None, None
+    _, stride = coarsened(input_grid, BIAS_NODES)
+    grid, coarse = competition_intensity(robust_unit(intensity), input_grid, BIAS_NODES)
+    labels = geodesic_labels(coarse, seed_nodes(voxels, input_grid, grid), classes)
+    centres = [unit_coordinates(np.arange(m) * stride + (stride - 1) / 2, n)
+               for m, n in zip(grid.shape, input_grid.shape)]
+    fit = fit_bias_field(block_mean(intensity, stride, grid.shape), labels, *centres)
+    if fit is None or not fit.useful:
+        return fit, None
+    return fit, evaluate(fit.coefficients, *(unit_coordinates(np.arange(n), n) for n in input_grid.shape))
+
+
 def grow(*, input_grid: Grid, input_intensity: np.ndarray, voxels: np.ndarray, classes: np.ndarray,
          n_classes: int, fit_voxels: np.ndarray | None = None, seed: int = 0) -> GrowResult:
     """Classes (indices into the seeds' classes) of every input voxel (see the module docstring).
@@ -186,7 +209,12 @@ def grow(*, input_grid: Grid, input_intensity: np.ndarray, voxels: np.ndarray, c
         voxels: (S, 3) every seed voxel on the input grid; classes: (S,) their class indices.
         fit_voxels: indices into ``voxels`` the refinement is fitted on (default: all).
     """
-    unit = robust_unit(np.asarray(input_intensity, dtype=np.float32))
+    input_intensity = np.asarray(input_intensity, dtype=np.float32)
+    bias, log_gain = fitted_gain(input_grid, input_intensity, voxels, classes)
+    if log_gain is not None:
+        input_intensity = input_intensity * np.exp(-log_gain)
+        del log_gain
+    unit = robust_unit(input_intensity)
     grid, intensity = competition_intensity(unit, input_grid, MAX_COMPETITION_NODES)
     labels = geodesic_labels(intensity, seed_nodes(voxels, input_grid, grid), classes)
 
@@ -217,4 +245,4 @@ def grow(*, input_grid: Grid, input_intensity: np.ndarray, voxels: np.ndarray, c
         f = fine[:, :, :, k0:k1].reshape(fine.shape[0], -1)  # (F, M)
         logits = beta * np.log(g + GEODESIC_FLOOR) + w_raw.T @ f + b_raw[:, None]
         out[:, :, k0:k1] = logits.argmax(axis=0).reshape(pts.shape[:3])
-    return GrowResult(classes=out, competition_grid=grid, beta=beta)
+    return GrowResult(classes=out, competition_grid=grid, beta=beta, bias=bias)

@@ -188,21 +188,23 @@ def _grown(image: Image, source, marks, values, names, memory_budget) -> Propaga
     out_dtype = marks.dtype if np.issubdtype(marks.dtype, np.integer) else np.min_scalar_type(int(values.max()))
     labels = np.asarray(values, dtype=out_dtype)[result.classes]
     counts = {int(v): int(n) for v, n in zip(values, np.bincount(classes[fit], minlength=len(values)))}
-    log.info("grew %d classes from %d seed voxels (competition grid %s, geodesic weight β = %.2f)", len(values),
-             len(classes), "×".join(map(str, result.competition_grid.shape)), result.beta)
+    gain = ("no gain fitted" if result.bias is None else
+            f"gain {'applied' if result.bias.useful else 'not applied'}: within-class spread ×{result.bias.spread_ratio:.2f}")
+    log.info("grew %d classes from %d seed voxels (competition grid %s, geodesic weight β = %.2f, %s)", len(values),
+             len(classes), "×".join(map(str, result.competition_grid.shape)), result.beta, gain)
     return Propagation(labels=labels, affine=grid.affine.copy(), values=tuple(int(v) for v in values),
                        label_names=names, work_grid=result.competition_grid, samples_per_class=counts)
 
 
 def grow_estimate(shape, n_classes: int):
-    """Host memory of ``grow`` on an input of ``shape``: the image and its three fine features (float32),
-    the competition's one-hot and queues, and the labels."""
+    """Host memory of ``grow`` on an input of ``shape``: the image, its gain and corrected copy, the three
+    fine features (float32), the competition's one-hot and queues, and the labels."""
     from S2DCCore.inference.grow import MAX_COMPETITION_NODES
     from S2DCCore.inference.memory import MemoryEstimate
 
     voxels = int(np.prod(shape))
     nodes = min(voxels, MAX_COMPETITION_NODES)
-    parts = {"image and fine features": voxels * 4 * 5, "competition": nodes * (4 * n_classes + 16),
+    parts = {"image, its gain-corrected copy and fine features": voxels * 4 * 7, "competition": nodes * (4 * n_classes + 16),
              "labels": voxels * 2}
     return MemoryEstimate(host=sum(parts.values()), device=0, parts=parts,
                           summary=f"input {'×'.join(map(str, shape))}, {n_classes} classes, competition on "
