@@ -7,7 +7,9 @@ grid; non-negative images only, applied only if it explains a good part of the w
 1. **Geodesic competition** (`S2DCCore.inference.geodesic`, Slicer's Grow from seeds computed the same
    way) on the input grid, coarsened by the smallest integer stride that keeps at most
    `MAX_COMPETITION_NODES` voxels, on the intensity mapped to [0, 1] and lightly denoised (Gaussian,
-   `DENOISE_SIGMA` grid voxels): noise no longer adds up along the paths, so fronts stop at real edges.
+   `DENOISE_SIGMA` grid voxels): noise no longer adds up along the paths, so fronts stop at real edges;
+   entering a voxel whose intensity is unlike the class's own seeds costs extra (`seed_penalties`), so a
+   front that leaked through a faint edge does not take the region behind it.
 2. **Refinement at the input's own resolution**: per class, ``β · log(G + δ) + W · f + b`` where ``G`` is
    the competition's label (one-hot, interpolated to the input grid) and ``f`` the input's normalised
    intensity, its square and a 1 mm blur. β, W and b are fitted on the seeds with ``G`` computed
@@ -31,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from S2DCCore.inference.bias_field import BiasField, evaluate, fit_bias_field, unit_coordinates
-from S2DCCore.inference.geodesic import geodesic_labels
+from S2DCCore.inference.geodesic import geodesic_labels, seed_penalties
 from S2DCCore.geometry import Grid, index_map, sample_points, slab_points, strided_grid
 
 # The competition runs on the input grid coarsened to at most this many voxels (the 160³ phantoms stay
@@ -183,6 +185,11 @@ def fine_features(intensity: np.ndarray, spacing) -> np.ndarray:
     return np.stack([unit, unit * unit, ndimage.gaussian_filter(unit, sigma, mode="nearest")])
 
 
+def compete(intensity: np.ndarray, nodes: np.ndarray, classes: np.ndarray) -> np.ndarray:
+    """The geodesic competition with each class's intensity penalty from these seeds (`seed_penalties`)."""
+    return geodesic_labels(intensity, nodes, classes, seed_penalties(intensity, nodes, classes))
+
+
 def fitted_gain(input_grid: Grid, intensity: np.ndarray, voxels: np.ndarray, classes: np.ndarray
                 ) -> tuple[BiasField | None, np.ndarray | None]:
     """The smooth gain of a non-negative ``intensity``, fitted to a competition from the seeds on the input
@@ -191,7 +198,7 @@ def fitted_gain(input_grid: Grid, intensity: np.ndarray, voxels: np.ndarray, cla
         return None, None
     _, stride = coarsened(input_grid, BIAS_NODES)
     grid, coarse = competition_intensity(robust_unit(intensity), input_grid, BIAS_NODES)
-    labels = geodesic_labels(coarse, seed_nodes(voxels, input_grid, grid), classes)
+    labels = compete(coarse, seed_nodes(voxels, input_grid, grid), classes)
     centres = [unit_coordinates(np.arange(m) * stride + (stride - 1) / 2, n)
                for m, n in zip(grid.shape, input_grid.shape)]
     fit = fit_bias_field(block_mean(intensity, stride, grid.shape), labels, *centres)
@@ -216,7 +223,7 @@ def grow(*, input_grid: Grid, input_intensity: np.ndarray, voxels: np.ndarray, c
         del log_gain
     unit = robust_unit(input_intensity)
     grid, intensity = competition_intensity(unit, input_grid, MAX_COMPETITION_NODES)
-    labels = geodesic_labels(intensity, seed_nodes(voxels, input_grid, grid), classes)
+    labels = compete(intensity, seed_nodes(voxels, input_grid, grid), classes)
 
     fit = np.arange(len(voxels)) if fit_voxels is None else np.asarray(fit_voxels)
     fold_grid, fold_intensity = competition_intensity(unit, input_grid, MAX_FOLD_NODES)
@@ -229,7 +236,7 @@ def grow(*, input_grid: Grid, input_intensity: np.ndarray, voxels: np.ndarray, c
     if (folds >= 0).any():
         for fold in (0, 1):
             keep = folds != fold
-            fold_labels = geodesic_labels(fold_intensity, nodes[keep], y[keep]).reshape(-1)
+            fold_labels = compete(fold_intensity, nodes[keep], y[keep]).reshape(-1)
             held_out[folds == fold] = fold_labels[nodes[folds == fold]]
     fine = fine_features(input_intensity, input_grid.spacing)
     at_seeds = fine[:, voxels[fit, 0], voxels[fit, 1], voxels[fit, 2]].T

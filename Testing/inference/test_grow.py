@@ -168,3 +168,93 @@ def test_denoising_stops_noise_from_leaking_a_front_across_a_faint_edge():
                        classes=classes, n_classes=2)
     assert raw < 0.97
     assert (result.classes == truth).mean() > 0.99
+
+
+def _reference_competition(levels: np.ndarray, seeds, classes, penalties) -> np.ndarray:
+    """The competition with per-class entry penalties, by a plain heap Dijkstra (each voxel goes to the
+    first front that settles it; a front expands with its own class's costs)."""
+    import heapq
+    from itertools import product
+
+    shape = levels.shape
+    dist = np.full(levels.size, np.iinfo(np.int64).max)
+    label = np.full(levels.size, -1)
+    heap = []
+    for s, c in zip(seeds, classes):
+        if label[s] < 0:
+            dist[s], label[s] = 0, c
+            heapq.heappush(heap, (0, int(s)))
+    flat = levels.reshape(-1)
+    while heap:
+        d, i = heapq.heappop(heap)
+        if d != dist[i]:
+            continue
+        x, y, z = np.unravel_index(i, shape)
+        for dx, dy, dz in product((-1, 0, 1), repeat=3):
+            xx, yy, zz = x + dx, y + dy, z + dz
+            if (dx, dy, dz) == (0, 0, 0) or not (0 <= xx < shape[0] and 0 <= yy < shape[1] and 0 <= zz < shape[2]):
+                continue
+            j = int(np.ravel_multi_index((xx, yy, zz), shape))
+            candidate = d + abs(int(flat[j]) - int(flat[i])) + int(penalties[label[i], flat[j]])
+            if candidate < dist[j]:
+                dist[j], label[j] = candidate, label[i]
+                heapq.heappush(heap, (candidate, j))
+    return label.reshape(shape)
+
+
+def test_penalised_competition_matches_a_reference_with_per_class_costs():
+    from S2DCCore.inference.geodesic import seed_penalties
+
+    rng = np.random.default_rng(3)
+    intensity = (rng.random((7, 8, 9)) * 0.3 + np.linspace(0, 0.6, 9)).astype(np.float32)  # classes differ along k
+    seeds = np.concatenate([rng.choice(7 * 8 * 3, 5, replace=False), 7 * 8 * 9 - 1 - rng.choice(7 * 8 * 3, 5)])
+    classes = np.array([0] * 5 + [1] * 5)
+    penalties = seed_penalties(intensity, seeds, classes, weight=20.0)
+    assert penalties.max() > 0
+    ours = geodesic_labels(intensity, seeds, classes, penalties)
+    levels = np.round(intensity * LEVELS).astype(np.int64)
+    assert (ours == _reference_competition(levels, seeds, classes, penalties)).mean() > 0.99  # but for ties
+    assert (ours != geodesic_labels(intensity, seeds, classes)).any()  # the penalties changed the result
+
+
+def test_seed_penalties_by_hand():
+    from S2DCCore.inference.geodesic import MAX_PENALTY_NATS, seed_penalties
+
+    intensity = np.zeros((1, 1, 10), np.float32)
+    intensity[0, 0, :5], intensity[0, 0, 5:] = 0.2, 0.6
+    table = seed_penalties(intensity, np.array([0, 1, 2, 7, 8]), np.array([0, 0, 0, 2, 2]))
+    assert table.shape == (3, LEVELS + 1) and table.dtype == np.int32
+    # One level per class (Silverman's bandwidth is 0): the 10-level floor; −ln r at d levels = d² / 200.
+    assert table[0, 200] == 0 and table[0, 220] == 2 and table[0, 240] == 8
+    assert table[0, 600] == MAX_PENALTY_NATS and table[2, 600] == 0 and table[2, 580] == 2
+    assert (table[1] == 0).all()  # a class without seeds pays nothing
+    assert seed_penalties(intensity, np.array([0, 7]), np.array([0, 1]), weight=3.0)[0, 600] == 3 * MAX_PENALTY_NATS
+
+
+def test_geodesic_refuses_malformed_penalties():
+    intensity = np.zeros((2, 2, 2), np.float32)
+    with pytest.raises(ValueError, match="penalties must be"):
+        geodesic_labels(intensity, np.array([0, 7]), np.array([0, 1]), np.zeros((1, LEVELS + 1), np.int32))
+    with pytest.raises(ValueError, match="penalties must be"):
+        geodesic_labels(intensity, np.array([0, 7]), np.array([0, 1]), -np.ones((2, LEVELS + 1), np.int32))
+
+
+def test_penalties_stop_a_front_that_leaked_through_a_faint_edge():
+    # A small class-0 block (level 0.50, one seed beside a faint 20-level edge) next to a long textured
+    # class-1 region (0.52 ± texture) seeded at its far end: the texture summed along class 1's long paths
+    # costs more than class 0's one faint edge, so class 0 leaks into the region; with the penalties it
+    # pays for every voxel unlike its seed. Measured: 96.6 % of voxels right without, 99.2 % with.
+    from scipy import ndimage
+
+    rng = np.random.default_rng(0)
+    shape = (80, 12, 12)
+    truth = np.ones(shape, int)
+    truth[:6] = 0
+    texture = ndimage.gaussian_filter(rng.normal(0, 0.1, shape), 2) * (truth == 1)
+    intensity = ndimage.gaussian_filter(np.where(truth == 0, 0.50, 0.52) + texture, 0.7).astype(np.float32)
+    seeds = np.array([np.ravel_multi_index((4, 6, 6), shape)]
+                     + [np.ravel_multi_index((78 - 3 * k, 6, 6), shape) for k in range(4)])
+    classes = np.array([0, 1, 1, 1, 1])
+    plain = (geodesic_labels(intensity, seeds, classes) == truth).mean()
+    penalised = (grow.compete(intensity, seeds, classes) == truth).mean()
+    assert plain < 0.975 and penalised > 0.985, (plain, penalised)
