@@ -26,7 +26,7 @@ import numpy as np
 LEVELS = 1000
 # `seed_penalties`: levels per nat of the class's own intensity improbability, the cap in nats, and the
 # narrowest kernel (levels). Weight 1 measured 2026-12-01 on 3 CT and 4 MR phantoms and both brains:
-# CT +0.03 to +0.05 Dice, MR −0.01 to +0.01, brains −0.02 to +0.01; weight 2–3 gave CT more and MR less.
+# CT +0.02 to +0.05 Dice, MR −0.01 to +0.01, brains −0.02 to +0.01; weights 2–3 gave CT more and MR less.
 PENALTY_WEIGHT = 1.0
 MAX_PENALTY_NATS = 10.0
 MIN_BANDWIDTH_LEVELS = 10.0
