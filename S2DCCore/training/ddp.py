@@ -44,6 +44,16 @@ def init_distributed(device_type: str, device=None) -> DistInfo:
                     world_size=dist.get_world_size())
 
 
+def leave_together() -> None:
+    """On success, wait for every rank before the group is torn down, so no rank closes the connections
+    while another (rank 0, still exporting) has them open. A CI run once saw rank 1 abort there ("terminate
+    called without an active exception", gloo). Not on failure paths: torchrun stops the other ranks."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def cleanup_distributed() -> None:
     """Leave the process group (safe to call without one; no barrier, so a failing rank cannot hang here)."""
     import torch.distributed as dist

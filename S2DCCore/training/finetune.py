@@ -25,7 +25,7 @@ from S2DCCore.losses.terms import LossTerms
 from S2DCCore.models.encoders import EncoderConfig
 from S2DCCore.models.segmenter import ENCODER_PREFIX, SegmenterConfig, build_segmenter, load_pretrained_encoder
 from S2DCCore.training.config import FinetuneConfig
-from S2DCCore.training.ddp import DistInfo, cleanup_distributed, setup_run
+from S2DCCore.training.ddp import DistInfo, cleanup_distributed, leave_together, setup_run
 from S2DCCore.training.loop import StepResult, make_scaler, run_loop, unwrap
 from S2DCCore.training.metrics import MetricsWriter
 from S2DCCore.training import crops
@@ -108,7 +108,9 @@ def finetune(data: str | Path, out: str | Path, config: FinetuneConfig, *, init:
     device, dist_info = setup_run(config.runtime)
     try:
         with run_lock(out, enabled=dist_info.is_main):  # one writer per run folder (S2DCCore.utils.run_lock)
-            return _finetune(Path(data), out, config, None if init is None else Path(init), resume, device, dist_info)
+            result = _finetune(Path(data), out, config, None if init is None else Path(init), resume, device, dist_info)
+        leave_together()
+        return result
     finally:
         cleanup_distributed()
 

@@ -24,7 +24,7 @@ from S2DCCore.errors import DataError
 from S2DCCore.models.ema import cosine_momentum
 from S2DCCore.training import methods
 from S2DCCore.training.config import PretrainConfig
-from S2DCCore.training.ddp import DistInfo, cleanup_distributed, setup_run
+from S2DCCore.training.ddp import DistInfo, cleanup_distributed, leave_together, setup_run
 from S2DCCore.training.loop import StepResult, make_scaler, run_loop, unwrap
 from S2DCCore.training.metrics import MetricsWriter
 from S2DCCore.training.optim import make_scheduler, param_groups
@@ -49,7 +49,9 @@ def pretrain(data: str | Path, out: str | Path, config: PretrainConfig, *, resum
     device, dist_info = setup_run(config.runtime)
     try:
         with run_lock(out, enabled=dist_info.is_main):  # one writer per run folder (S2DCCore.utils.run_lock)
-            return _pretrain(Path(data), out, config, resume, device, dist_info)
+            result = _pretrain(Path(data), out, config, resume, device, dist_info)
+        leave_together()
+        return result
     finally:
         cleanup_distributed()
 
