@@ -190,8 +190,10 @@ def _grown(image: Image, source, marks, values, names, memory_budget) -> Propaga
     counts = {int(v): int(n) for v, n in zip(values, np.bincount(classes[fit], minlength=len(values)))}
     gain = ("no gain fitted" if result.bias is None else
             f"gain {'applied' if result.bias.useful else 'not applied'}: within-class spread ×{result.bias.spread_ratio:.2f}")
-    log.info("grew %d classes from %d seed voxels (competition grid %s, geodesic weight β = %.2f, %s)", len(values),
-             len(classes), "×".join(map(str, result.competition_grid.shape)), result.beta, gain)
+    log.info("grew %d classes from %d seed voxels (competition grid %s, geodesic weight β = %.2f, %s, %s)",
+             len(values), len(classes), "×".join(map(str, result.competition_grid.shape)), result.beta, gain,
+             "intensity model used" if result.intensity_model else "intensity model dropped: it did not predict "
+             "held-out strokes")
     return Propagation(labels=labels, affine=grid.affine.copy(), values=tuple(int(v) for v in values),
                        label_names=names, work_grid=result.competition_grid, samples_per_class=counts)
 

@@ -258,3 +258,34 @@ def test_penalties_stop_a_front_that_leaked_through_a_faint_edge():
     plain = (geodesic_labels(intensity, seeds, classes) == truth).mean()
     penalised = (grow.compete(intensity, seeds, classes) == truth).mean()
     assert plain < 0.975 and penalised > 0.985, (plain, penalised)
+
+
+def test_the_intensity_model_is_kept_only_if_it_predicts_held_out_strokes():
+    # 2 classes × 6 strokes of 10 voxels, strokes alternating between the folds; the geodesic labels are
+    # right for 80 % of the seeds.
+    rng = np.random.default_rng(5)
+    y = np.repeat([0, 1], 60)
+    folds = np.tile(np.repeat([0, 1], 10), 6)
+    wrong = rng.random(len(y)) < 0.2
+    geodesic = np.eye(2, dtype=np.float32)[np.where(wrong, 1 - y, y)]
+    noise = 0.3 * rng.standard_normal(len(y))
+    # Intensity that tells the classes apart in every stroke: kept.
+    tissue = (y + noise).astype(np.float32)[:, None]
+    assert grow.intensity_generalises(geodesic, tissue, y, folds, 2)
+    # Intensity that tells them apart within a fold but the other way round in the other one (each class's
+    # strokes crossed grey matter in one fold and white matter in the other): dropped.
+    accident = (np.where(folds == 0, y, 1 - y) + noise).astype(np.float32)[:, None]
+    assert not grow.intensity_generalises(geodesic, accident, y, folds, 2)
+    # No second fold, nothing to hold out: kept.
+    assert grow.intensity_generalises(geodesic, accident, y, np.full(len(y), -1), 2)
+    # Fitted without it, the refinement is the geodesic labels with a weight.
+    beta, w, b = grow.fit_refinement(geodesic, accident, y, 2, intensity=False)
+    assert beta > 0 and not w.any() and not b.any()
+
+
+def test_balanced_log_loss_by_hand():
+    logits = np.log(np.array([[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]))
+    y = np.array([0, 0, 1])
+    # Class weights 3/(2·2) = 0.75 for class 0 and 3/(2·1) = 1.5 for class 1.
+    expected = (0.75 * -np.log(0.5) + 0.75 * -np.log(0.9) + 1.5 * -np.log(0.8)) / (0.75 + 0.75 + 1.5)
+    assert grow.balanced_log_loss(logits, y, 2) == pytest.approx(expected)
