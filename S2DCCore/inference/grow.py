@@ -19,12 +19,12 @@ grid; non-negative images only, applied only if it explains a good part of the w
    density, lobes). The intensity model is kept only if it also predicts held-out strokes better than
    the geodesic labels alone (`intensity_generalises`); otherwise the refinement is β·log(G + δ) alone.
 
-Measured against Grow from seeds on the same seeds (``benchmarks/propagate.py``; benchmarks/README.md):
-+0.02 to +0.29 Dice on all 8 rows, ≥ +0.05 on 7 (not MR random seeds), and level with it on MR phantoms of
-other draws. It replaced a default that added class probabilities of an MLP
-on the encoder's embeddings to the competition's step cost (worse on 7 of 8 rows: fitted from 20 seeds per
-class or a few strokes, those probabilities were worse evidence than the intensity; the encoder-based
-classifiers remain available as ``--method knn|linear``).
+Measured against Grow from seeds on the same seeds (``benchmarks/propagate.py``; benchmarks/README.md): +0.02
+to +0.29 Dice on all 8 rows, ≥ +0.05 on 7 (not MR random seeds), and level with it on MR phantoms of other
+draws. It replaced a default that added class probabilities of an MLP on the encoder's embeddings to the
+competition's step cost (worse on 7 of 8 rows: fitted from 20 seeds per class or a few strokes, those
+probabilities were worse evidence than the intensity; the encoder-based classifiers remain available as
+``--method knn|linear``).
 """
 
 from __future__ import annotations
