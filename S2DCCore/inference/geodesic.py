@@ -45,7 +45,8 @@ def seed_penalties(intensity: np.ndarray, seeds: np.ndarray, seed_classes: np.nd
     class c's seed levels (bandwidth: Silverman's rule, at least `MIN_BANDWIDTH_LEVELS`) divided by its
     maximum; K = max(seed_classes) + 1 (a class without seeds pays nothing).
     """
-    levels = quantised(intensity)[np.asarray(seeds, dtype=np.int64).reshape(-1)].astype(np.float64)
+    levels = quantised(np.asarray(intensity).reshape(-1)[np.asarray(seeds, dtype=np.int64).reshape(-1)])
+    levels = levels.astype(np.float64)
     seed_classes = np.asarray(seed_classes).reshape(-1)
     grid = np.arange(LEVELS + 1, dtype=np.float64)
     table = np.zeros((int(seed_classes.max()) + 1, LEVELS + 1), dtype=np.int32)
