@@ -162,15 +162,17 @@ def argmax_resample(scores, src: Grid | np.ndarray, dst: Grid, *, slab: int = SL
     return labels
 
 
-def slab_points(mapping: np.ndarray, dst_shape, src_shape, slab: int = SLAB):
+def slab_points(mapping: np.ndarray, dst_shape, src_shape, slab: int = SLAB, start: int = 0, stop: int | None = None):
     """Yield ``(k0, k1, points)``: the source indices (X', Y', k1 − k0, 3) of destination voxels
-    ``[:, :, k0:k1]``, clamped into the source (float32, as grid_sample uses them)."""
+    ``[:, :, k0:k1]``, clamped into the source (float32, as grid_sample uses them), for ``k`` in
+    ``[start, stop)`` (default: all of the destination)."""
     ii, jj = np.meshgrid(np.arange(dst_shape[0]), np.arange(dst_shape[1]), indexing="ij")
     rows = (ii[..., None] * mapping[:3, 0] + jj[..., None] * mapping[:3, 1] + mapping[:3, 3]).astype(np.float32)
     step = mapping[:3, 2].astype(np.float32)
     upper = np.asarray(src_shape, dtype=np.float32) - 1.0
-    for k0 in range(0, dst_shape[2], slab):
-        k1 = min(k0 + slab, dst_shape[2])
+    stop = dst_shape[2] if stop is None else min(stop, dst_shape[2])
+    for k0 in range(start, stop, slab):
+        k1 = min(k0 + slab, stop)
         points = rows[:, :, None, :] + np.arange(k0, k1, dtype=np.float32)[None, None, :, None] * step
         yield k0, k1, np.clip(points, 0.0, upper, out=points)
 

@@ -190,24 +190,29 @@ def _grown(image: Image, source, marks, values, names, memory_budget) -> Propaga
     counts = {int(v): int(n) for v, n in zip(values, np.bincount(classes[fit], minlength=len(values)))}
     gain = ("no gain fitted" if result.bias is None else
             f"gain {'applied' if result.bias.useful else 'not applied'}: within-class spread ×{result.bias.spread_ratio:.2f}")
-    log.info("grew %d classes from %d seed voxels (competition grid %s, geodesic weight β = %.2f, %s, %s)",
+    log.info("grew %d classes from %d seed voxels (competition grid %s, geodesic weight β = %.2f, %s, %s, %s)",
              len(values), len(classes), "×".join(map(str, result.competition_grid.shape)), result.beta, gain,
              "intensity model used" if result.intensity_model else "intensity model dropped: it did not predict "
-             "held-out strokes")
+             "held-out strokes", "posteriors smoothed (guided filter)" if result.filtered else
+             "posteriors not smoothed: smoothing did not predict held-out strokes better")
     return Propagation(labels=labels, affine=grid.affine.copy(), values=tuple(int(v) for v in values),
                        label_names=names, work_grid=result.competition_grid, samples_per_class=counts)
 
 
 def grow_estimate(shape, n_classes: int):
     """Host memory of ``grow`` on an input of ``shape``: the image, its gain and corrected copy, the three
-    fine features (float32), the competition's one-hot and queues, and the labels."""
-    from S2DCCore.inference.grow import MAX_COMPETITION_NODES
+    fine features (float32), the competition's one-hot and queues, the labels, and one slab of class
+    posteriors with its logits and the guided filter's temporaries (two threads)."""
+    from S2DCCore.geometry import SLAB
+    from S2DCCore.inference.grow import FILTER_RADIUS, FILTER_SLAB_VOXELS, MAX_COMPETITION_NODES
     from S2DCCore.inference.memory import MemoryEstimate
 
     voxels = int(np.prod(shape))
     nodes = min(voxels, MAX_COMPETITION_NODES)
+    plane = int(shape[0]) * int(shape[1])
+    slab = min(voxels, plane * (max(SLAB, FILTER_SLAB_VOXELS // max(plane, 1)) + 4 * FILTER_RADIUS))
     parts = {"image, its gain-corrected copy and fine features": voxels * 4 * 7, "competition": nodes * (4 * n_classes + 16),
-             "labels": voxels * 2}
+             "labels": voxels * 2, "class posteriors (a slab)": slab * (8 * n_classes + 40)}
     return MemoryEstimate(host=sum(parts.values()), device=0, parts=parts,
                           summary=f"input {'×'.join(map(str, shape))}, {n_classes} classes, competition on "
                                   f"≤ {nodes} voxels",

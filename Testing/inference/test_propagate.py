@@ -129,8 +129,9 @@ def test_grow_needs_no_model_and_is_refused_beyond_the_memory_budget(tmp_path):
     marks = np.zeros((30, 30, 30), np.uint8)
     marks[2, 2, 2], marks[27, 27, 27] = 1, 2
     scribbles = write_image(tmp_path / "s.nii.gz", marks, np.eye(4))
-    # 27 000 voxels × (7 float32 + 2 bytes of labels) + the competition's one-hot and queues
-    assert grow_estimate((30, 30, 30), 2).host == 27_000 * 30 + 27_000 * (4 * 2 + 16)
+    # 27 000 voxels × (7 float32 + 2 bytes of labels) + the competition's one-hot and queues + the posteriors
+    # and their logits (2 classes × 2 float32) and five float32 temporaries for each of two filter threads
+    assert grow_estimate((30, 30, 30), 2).host == 27_000 * 30 + 27_000 * (4 * 2 + 16) + 27_000 * (8 * 2 + 40)
     labels = propagate(image, "/nonexistent/model", scribbles)  # grow loads no model
     assert labels[0, 0, 0] == 1 and labels[29, 29, 29] == 2
     with pytest.raises(MemoryBudgetError, match=r"but the budget is 102\.4 KiB \(--memory-budget\); free memory, crop"
