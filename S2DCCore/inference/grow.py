@@ -404,7 +404,8 @@ def grow(*, input_grid: Grid, input_intensity: np.ndarray, voxels: np.ndarray, c
         if grid is input_grid:  # competition at the input's resolution: nothing to interpolate
             f = fine[:, :, :, k0:k1].reshape(fine.shape[0], -1)
             g = onehot[:, :, :, k0:k1].reshape(n_classes, -1)
-            return refined_logits(g, f, beta, w_raw, b_raw).reshape((n_classes,) + tuple(input_grid.shape[:2]) + (k1 - k0,))
+            shape = (n_classes,) + tuple(input_grid.shape[:2]) + (k1 - k0,)
+            return refined_logits(g, f, beta, w_raw, b_raw).reshape(shape)
         parts = []
         for j0, j1, pts in slab_points(to_grid, input_grid.shape, grid.shape, start=k0, stop=k1):
             f = fine[:, :, :, j0:j1].reshape(fine.shape[0], -1)

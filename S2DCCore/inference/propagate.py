@@ -211,8 +211,9 @@ def grow_estimate(shape, n_classes: int):
     nodes = min(voxels, MAX_COMPETITION_NODES)
     plane = int(shape[0]) * int(shape[1])
     slab = min(voxels, plane * (max(SLAB, FILTER_SLAB_VOXELS // max(plane, 1)) + 4 * FILTER_RADIUS))
-    parts = {"image, its gain-corrected copy and fine features": voxels * 4 * 7, "competition": nodes * (4 * n_classes + 16),
-             "labels": voxels * 2, "class posteriors (a slab)": slab * (8 * n_classes + 40)}
+    parts = {"image, its gain-corrected copy and fine features": voxels * 4 * 7,
+             "competition": nodes * (4 * n_classes + 16), "labels": voxels * 2,
+             "class posteriors (a slab)": slab * (8 * n_classes + 40)}
     return MemoryEstimate(host=sum(parts.values()), device=0, parts=parts,
                           summary=f"input {'×'.join(map(str, shape))}, {n_classes} classes, competition on "
                                   f"≤ {nodes} voxels",
