@@ -25,7 +25,8 @@ class S2DCParameterNode:
         inputVolume: the image (segment, embed, propagate).
         outputSegmentation: segmentation to overwrite; None creates a new one.
         scribbles: segmentation with scribbles, one segment per class (propagate).
-        propagateMethod: grow (geodesic growing + per-class refinement, default), knn or linear.
+        propagateMethod: grow (geodesic growing + per-class refinement + guided smoothing, no encoder; default), knn or
+            linear (on the embeddings).
         pca: compute PCA colours (embed).
         clusters: k-means structures, 0 for none (embed).
         seedPoint: point list whose first point seeds the similarity map (embed).
