@@ -19,7 +19,8 @@ Seed patterns: N random voxels per class (background included), and strokes: on 
 of up to 15 voxels through the eroded inside of every class present there. Dice is the mean over the
 foreground classes of each row. Colin27 and MNI152 need `tools/fetch_brain_data.sh CACHE`. The phantoms are
 case 0 of the cohort with seed ``--phantom-seed`` (11, the benchmark's; other seeds are other draws of the
-anatomy and tissue intensities, written to ``propagate_phantom<seed>.json``).
+anatomy and tissue intensities, written to ``propagate_phantom<seed>.json``). ``--method knn|linear`` runs
+propagate's classifiers on the shipped default encoder's embeddings instead (``propagate_<method>.json``).
 """
 
 from __future__ import annotations
@@ -168,6 +169,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--phantom-seed", type=int, default=PHANTOM_SEED)
+    parser.add_argument("--method", default="grow", choices=("grow", "knn", "linear"),
+                        help="propagate's method; knn and linear use the shipped default encoder (no --model)")
     args = parser.parse_args(argv)
 
     import torch
@@ -193,7 +196,8 @@ def main(argv=None) -> int:
                 seeds_path = tmp / f"{name}_{pattern}_seeds.nii.gz"
                 write_image(seeds_path, seeds, affine)
                 grown, t_grow = grow_from_seeds(image, seeds)
-                ours, t_ours = run_propagate(image_path, seeds_path, tmp / f"{name}_{pattern}_out.nii.gz")
+                ours, t_ours = run_propagate(image_path, seeds_path, tmp / f"{name}_{pattern}_out.nii.gz",
+                                             method=args.method)
                 row = {"row": name, "pattern": pattern, "voxels": int(labels.size), "seeded": int((seeds > 0).sum()),
                        "grow_dice": mean_dice(grown.astype(np.int64) - 1, labels, values), "grow_s": t_grow,
                        "propagate_dice": mean_dice(ours.astype(np.int64) - 1, labels, values), "propagate_s": t_ours}
@@ -208,7 +212,8 @@ def main(argv=None) -> int:
         print(f"| {r['row']} | {r['pattern']} | {r['voxels'] / 1e6:.1f} M | {r['seeded']} | {r['grow_dice']:.3f} | "
               f"{r['grow_s']:.1f} | {r['propagate_dice']:.3f} | {r['propagate_s']:.1f} | {r['delta']:+.3f} |")
     args.out.mkdir(parents=True, exist_ok=True)
-    name = "propagate.json" if args.phantom_seed == PHANTOM_SEED else f"propagate_phantom{args.phantom_seed}.json"
+    name = "propagate" + ("" if args.method == "grow" else f"_{args.method}") + (
+        "" if args.phantom_seed == PHANTOM_SEED else f"_phantom{args.phantom_seed}") + ".json"
     (args.out / name).write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
     return 0
 
