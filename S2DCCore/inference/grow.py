@@ -302,9 +302,13 @@ def patch_points(centres: np.ndarray, radius: int, shape) -> np.ndarray:
 
 
 def balanced_subset(indices: np.ndarray, y: np.ndarray, per_class: int, rng: np.random.Generator) -> np.ndarray:
-    """At most ``per_class`` of ``indices`` of each class ``y[indices]`` (random, sorted)."""
-    keep = [rng.permutation(indices[y[indices] == c])[:per_class] for c in np.unique(y[indices])]
-    return np.sort(np.concatenate(keep))
+    """At most ``per_class`` of ``indices`` of each class ``y[indices]`` (classes in increasing order, each
+    subsampled without replacement only where it has more), sorted."""
+    chosen = []
+    for c in np.unique(y[indices]):
+        where = indices[y[indices] == c]
+        chosen.append(rng.choice(where, per_class, replace=False) if len(where) > per_class else where)
+    return np.sort(np.concatenate(chosen))
 
 
 def filter_generalises(*, fine: np.ndarray, fold_labels: dict, fold_grid: Grid, input_grid: Grid, voxels: np.ndarray,

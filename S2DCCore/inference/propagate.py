@@ -182,7 +182,7 @@ def _grown(image: Image, source, marks, values, names, memory_budget) -> Propaga
     check_budget(grow_estimate(grid.shape, len(values)), device=as_device(None), budget=memory_budget, path=source)
     voxels = np.argwhere(marks > 0)  # every scribbled voxel seeds the competition
     classes = np.searchsorted(values, marks[tuple(voxels.T)])
-    fit = _subsample(classes, len(values))  # the refinement is fitted on at most MAX_SAMPLES_PER_CLASS each
+    fit = _subsample(classes)  # the refinement is fitted on at most MAX_SAMPLES_PER_CLASS each
     result = grow.grow(input_grid=grid, input_intensity=np.asarray(image.array, dtype=np.float32), voxels=voxels,
                        classes=classes, n_classes=len(values), fit_voxels=fit)
     out_dtype = marks.dtype if np.issubdtype(marks.dtype, np.integer) else np.min_scalar_type(int(values.max()))
@@ -264,16 +264,12 @@ def _extra_features(volume: np.ndarray, stride: int, work: Grid) -> list[np.ndar
     return [intensity.astype(np.float32), smooth.astype(np.float32)] + [c for c in coords]
 
 
-def _subsample(classes: np.ndarray, n_classes: int, seed: int = 0) -> np.ndarray:
+def _subsample(classes: np.ndarray, seed: int = 0) -> np.ndarray:
     """Sorted indices of at most `MAX_SAMPLES_PER_CLASS` entries of each class (seeded subsample)."""
-    rng = np.random.default_rng(seed)
-    chosen = []
-    for c in range(n_classes):
-        where = np.flatnonzero(classes == c)
-        if len(where) > MAX_SAMPLES_PER_CLASS:
-            where = rng.choice(where, MAX_SAMPLES_PER_CLASS, replace=False)
-        chosen.append(where)
-    return np.sort(np.concatenate(chosen))
+    from S2DCCore.inference.grow import balanced_subset
+
+    return balanced_subset(np.arange(len(classes)), np.asarray(classes), MAX_SAMPLES_PER_CLASS,
+                           np.random.default_rng(seed))
 
 
 def _training_voxels(marks: np.ndarray, values: np.ndarray, seed: int = 0) -> np.ndarray:
